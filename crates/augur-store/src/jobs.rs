@@ -1,0 +1,373 @@
+//! Job records, the pending and finished indexes, and idempotency keys.
+//!
+//! Which index keys a record needs follows from its state alone, so a leader
+//! write is simply "these records, now": [`JobStore::commit`] derives the puts
+//! and deletes and sends them as fenced transactions, many jobs per transaction.
+
+use augur_core::{JobId, JobRecord, JobState};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchOptions, WatchStream,
+};
+
+use crate::codec::{decode, encode, FinishedEntry, PendingEntry};
+use crate::keys::{prefix_end, Keys};
+use crate::leadership::Fence;
+use crate::{Result, StoreError};
+
+/// Limits of the etcd cluster the store writes to.
+#[derive(Clone, Debug)]
+pub struct StoreLimits {
+    /// etcd's `--max-txn-ops` (default 128): operations per transaction.
+    pub max_txn_ops: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits { max_txn_ops: 128 }
+    }
+}
+
+/// Result of a submission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was taken: this is the job it names.
+    Existing(JobId),
+}
+
+/// One page of `list`.
+#[derive(Clone, Debug, Default)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Id to continue after, when there may be more.
+    pub next_after: Option<JobId>,
+}
+
+/// Read and write access to jobs.
+#[derive(Clone)]
+pub struct JobStore {
+    client: Client,
+    keys: Keys,
+    limits: StoreLimits,
+}
+
+/// Operations per job in a commit: the record plus two index keys.
+const OPS_PER_JOB: usize = 3;
+
+impl JobStore {
+    pub fn new(client: Client, keys: Keys, limits: StoreLimits) -> Self {
+        JobStore {
+            client,
+            keys,
+            limits,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Stores a new pending job, its pending-index entry and its idempotency key in
+    /// one transaction. If the idempotency key is taken, nothing is written and
+    /// the existing job's id is returned. Needs no leadership: any coordinator may
+    /// accept a submission.
+    pub async fn create(&self, job: &JobRecord) -> Result<CreateOutcome> {
+        let job_key = self.keys.job(&job.id);
+        let mut guards = vec![Compare::version(job_key.clone(), CompareOp::Equal, 0)];
+        let mut ops = vec![
+            TxnOp::put(job_key, encode(job), None),
+            TxnOp::put(
+                self.keys.pending(&job.id),
+                encode(&pending_entry(job)),
+                None,
+            ),
+        ];
+        let mut otherwise = vec![];
+        if let Some(key) = &job.spec.idempotency_key {
+            let idem = self.keys.idempotency(key);
+            guards.push(Compare::version(idem.clone(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(idem.clone(), job.id.to_string(), None));
+            otherwise.push(TxnOp::get(idem, None));
+        }
+        let txn = Txn::new().when(guards).and_then(ops).or_else(otherwise);
+        let resp = self.client.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(CreateOutcome::Created);
+        }
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                if let Some(kv) = get.kvs().first() {
+                    let text = String::from_utf8_lossy(kv.value());
+                    let id = text.parse().map_err(|e: augur_core::ids::IdError| {
+                        StoreError::Corrupt {
+                            key: String::from_utf8_lossy(kv.key()).into_owned(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    return Ok(CreateOutcome::Existing(id));
+                }
+            }
+        }
+        // The job key itself existed: a ULID collision, which cannot happen in
+        // practice; report it rather than pretend success.
+        Err(StoreError::Corrupt {
+            key: self.keys.job(&job.id),
+            reason: "job id already exists".into(),
+        })
+    }
+
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>> {
+        let resp = self.client.clone().get(self.keys.job(id), None).await?;
+        match resp.kvs().first() {
+            Some(kv) => Ok(Some(decode(kv.key(), kv.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Jobs in id (= submission) order after `after`, keeping those whose state is
+    /// in `states` (all when empty), up to `page_size`. Undecodable records are
+    /// skipped with a warning so one bad value cannot hide every other job.
+    pub async fn list(
+        &self,
+        states: &[JobState],
+        page_size: usize,
+        after: Option<&JobId>,
+    ) -> Result<JobPage> {
+        let prefix = self.keys.jobs_prefix();
+        let end = prefix_end(&prefix);
+        let mut start = match after {
+            Some(id) => {
+                let mut k = self.keys.job(id).into_bytes();
+                k.push(0);
+                k
+            }
+            None => prefix.clone().into_bytes(),
+        };
+        let mut page = JobPage::default();
+        let chunk = (page_size * 2).clamp(64, 1000) as i64;
+        loop {
+            let opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(chunk)
+                .with_sort(SortTarget::Key, SortOrder::Ascend);
+            let resp = self.client.clone().get(start.clone(), Some(opts)).await?;
+            let kvs = resp.kvs();
+            for kv in kvs {
+                match decode::<JobRecord>(kv.key(), kv.value()) {
+                    Ok(job) if states.is_empty() || states.contains(&job.state) => {
+                        page.jobs.push(job);
+                        if page.jobs.len() == page_size {
+                            page.next_after = page.jobs.last().map(|j| j.id);
+                            return Ok(page);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "skipping undecodable job record"),
+                }
+            }
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(page),
+            }
+        }
+    }
+
+    /// Every job not in a terminal state, and the revision they were read at (a
+    /// watch started after it misses nothing).
+    pub async fn load_active(&self) -> Result<(Vec<JobRecord>, i64)> {
+        let prefix = self.keys.jobs_prefix();
+        let end = prefix_end(&prefix);
+        let mut start = prefix.into_bytes();
+        let mut jobs = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(1000);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = self.client.clone().get(start.clone(), Some(opts)).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for kv in resp.kvs() {
+                match decode::<JobRecord>(kv.key(), kv.value()) {
+                    Ok(job) if !job.state.is_terminal() => jobs.push(job),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "undecodable job record left as it is"),
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok((jobs, revision)),
+            }
+        }
+    }
+
+    /// Writes these records as they are now, with the index keys their states
+    /// call for, in as few fenced transactions as etcd's op limit allows. A failed
+    /// guard is [`StoreError::Fenced`]: the caller is no longer leader.
+    pub async fn commit(&self, fence: &Fence, jobs: &[&JobRecord]) -> Result<()> {
+        let per_txn = (self.limits.max_txn_ops / OPS_PER_JOB).max(1);
+        for chunk in jobs.chunks(per_txn) {
+            let mut ops = Vec::with_capacity(chunk.len() * OPS_PER_JOB);
+            for job in chunk {
+                ops.push(TxnOp::put(self.keys.job(&job.id), encode(*job), None));
+                if job.state == JobState::Pending {
+                    ops.push(TxnOp::put(
+                        self.keys.pending(&job.id),
+                        encode(&pending_entry(job)),
+                        None,
+                    ));
+                } else {
+                    ops.push(TxnOp::delete(self.keys.pending(&job.id), None));
+                }
+                if job.state.is_terminal() {
+                    let at = job.finished_at_ms.unwrap_or(job.submitted_at_ms);
+                    let entry = FinishedEntry {
+                        v: 1,
+                        idempotency_key: job.spec.idempotency_key.clone(),
+                    };
+                    ops.push(TxnOp::put(self.keys.finished(at, &job.id), encode(&entry), None));
+                }
+            }
+            let txn = Txn::new().when(vec![fence.guard()]).and_then(ops);
+            let resp = self.client.clone().txn(txn).await?;
+            if !resp.succeeded() {
+                return Err(StoreError::Fenced {
+                    epoch: fence.epoch(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts watching the pending index after `revision`; new submissions made
+    /// through any coordinator appear here.
+    pub async fn watch_pending(&self, after_revision: i64) -> Result<PendingWatch> {
+        let prefix = self.keys.pending_prefix();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after_revision + 1);
+        let stream = self.client.clone().watch(prefix.clone(), Some(opts)).await?;
+        Ok(PendingWatch {
+            stream,
+            keys: self.keys.clone(),
+            prefix,
+        })
+    }
+
+    /// Deletes finished jobs (record, finished-index entry, idempotency key) that
+    /// finished before `cutoff_ms`, and beyond the newest `keep_max`. Returns how
+    /// many were removed. Fenced: only the leader cleans up.
+    pub async fn purge_finished(&self, fence: &Fence, cutoff_ms: i64, keep_max: usize) -> Result<usize> {
+        let prefix = self.keys.finished_prefix();
+        let end = prefix_end(&prefix);
+        let count_resp = self
+            .client
+            .clone()
+            .get(prefix.clone(), Some(GetOptions::new().with_range(end.clone()).with_count_only()))
+            .await?;
+        let total = count_resp.count().max(0) as usize;
+        let over_count = total.saturating_sub(keep_max);
+        let cutoff_key = self.keys.finished_prefix() + &format!("{:020}", cutoff_ms.max(0));
+        let per_txn = (self.limits.max_txn_ops / OPS_PER_JOB).max(1);
+        let mut removed = 0usize;
+        let mut start = prefix.into_bytes();
+        loop {
+            let opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(per_txn as i64)
+                .with_sort(SortTarget::Key, SortOrder::Ascend);
+            let resp = self.client.clone().get(start.clone(), Some(opts)).await?;
+            let mut ops = Vec::new();
+            for kv in resp.kvs() {
+                let too_old = kv.key() < cutoff_key.as_bytes();
+                if !too_old && removed >= over_count {
+                    break;
+                }
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                ops.push(TxnOp::delete(kv.key().to_vec(), None));
+                if let Some(id) = self.keys.job_id_of(&key) {
+                    ops.push(TxnOp::delete(self.keys.job(&id), None));
+                }
+                if let Ok(entry) = decode::<FinishedEntry>(kv.key(), kv.value()) {
+                    if let Some(k) = entry.idempotency_key {
+                        ops.push(TxnOp::delete(self.keys.idempotency(&k), None));
+                    }
+                }
+                removed += 1;
+            }
+            if ops.is_empty() {
+                return Ok(removed);
+            }
+            let txn = Txn::new().when(vec![fence.guard()]).and_then(ops);
+            if !self.client.clone().txn(txn).await?.succeeded() {
+                return Err(StoreError::Fenced {
+                    epoch: fence.epoch(),
+                });
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(removed),
+            }
+        }
+    }
+}
+
+fn pending_entry(job: &JobRecord) -> PendingEntry {
+    PendingEntry {
+        v: 1,
+        priority: job.spec.priority,
+        not_before_ms: job.not_before_ms,
+    }
+}
+
+/// A watch on the pending index.
+pub struct PendingWatch {
+    stream: WatchStream,
+    keys: Keys,
+    prefix: String,
+}
+
+impl PendingWatch {
+    /// Ids of jobs put into the pending index since the last call. Errors when
+    /// the watch ends (the caller reloads and watches again).
+    pub async fn next(&mut self) -> Result<Vec<JobId>> {
+        loop {
+            let resp = self.stream.message().await?.ok_or_else(|| StoreError::WatchEnded {
+                prefix: self.prefix.clone(),
+                reason: "stream closed".into(),
+            })?;
+            if resp.canceled() {
+                return Err(StoreError::WatchEnded {
+                    prefix: self.prefix.clone(),
+                    reason: format!(
+                        "cancelled by etcd (compact revision {}): {}",
+                        resp.compact_revision(),
+                        resp.cancel_reason()
+                    ),
+                });
+            }
+            let ids: Vec<JobId> = resp
+                .events()
+                .iter()
+                .filter(|e| e.event_type() == EventType::Put)
+                .filter_map(|e| e.kv())
+                .filter_map(|kv| self.keys.job_id_of(&String::from_utf8_lossy(kv.key())))
+                .collect();
+            if !ids.is_empty() {
+                return Ok(ids);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Augur's durable state in etcd.
+//!
+//! Only this crate knows the key layout ([`keys`]) and the value codecs
+//! ([`codec`]). Everything above it talks to the narrow domain types:
+//! [`JobStore`], [`WorkerRegistry`] and [`Leadership`]. Leader writes are etcd
+//! transactions guarded by a [`Fence`] (the leader's election key must still have
+//! the create revision it won with), so a deposed leader can never write.
+
+pub mod codec;
+pub mod jobs;
+pub mod keys;
+pub mod lease;
+pub mod leadership;
+pub mod workers;
+
+use std::time::Duration;
+
+pub use etcd_client::Client as EtcdClient;
+pub use jobs::{CreateOutcome, JobPage, JobStore, StoreLimits};
+pub use keys::Keys;
+pub use lease::LeaseHandle;
+pub use leadership::{Fence, LeaderInfo, Leadership};
+pub use workers::{WorkerEvent, WorkerRegistry};
+
+/// Errors of the store. `is_retryable` tells callers whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd could not be reached or answered with an error.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// The fencing guard failed: this process is no longer the leader.
+    #[error("fenced: the leadership epoch {epoch} is no longer current")]
+    Fenced { epoch: i64 },
+    /// A stored value could not be decoded.
+    #[error("corrupt value at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// A watch was cancelled by etcd (e.g. its start revision was compacted).
+    #[error("watch on {prefix} ended: {reason}")]
+    WatchEnded { prefix: String, reason: String },
+    /// The lease backing a registration or leadership expired.
+    #[error("lease {0} expired")]
+    LeaseExpired(i64),
+}
+
+impl StoreError {
+    /// Transport and availability errors are retryable; a failed fence, a corrupt
+    /// value and an expired lease are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Etcd(_) | StoreError::WatchEnded { .. })
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connects to etcd with a bounded connect and request timeout, so an unreachable
+/// etcd yields an error rather than a hang.
+pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<EtcdClient> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(request_timeout)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true);
+    Ok(EtcdClient::connect(endpoints, Some(options)).await?)
+}
