@@ -5,7 +5,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = format!("{proto_root}/augur/v1/augur.proto");
     println!("cargo:rerun-if-changed={file}");
     let descriptors = protox::compile([file.as_str()], [proto_root])?;
-    tonic_prost_build::configure()
-        .compile_fds(descriptors)?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

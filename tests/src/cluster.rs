@@ -261,15 +261,19 @@ impl Cluster {
 
     fn wait_etcd_healthy(&mut self) {
         let url = self.etcd_url.clone();
-        poll_until(ETCD_READY_TIMEOUT, format!("etcd at {url} to be healthy"), || {
-            self.assert_processes_alive();
-            let out = self.etcdctl(&["endpoint", "health"]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-            }
-        });
+        poll_until(
+            ETCD_READY_TIMEOUT,
+            format!("etcd at {url} to be healthy"),
+            || {
+                self.assert_processes_alive();
+                let out = self.etcdctl(&["endpoint", "health"]);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            },
+        );
     }
 
     /// Waits until `augur cluster` reports a leader and every live worker ready.
@@ -359,7 +363,10 @@ impl Drop for Cluster {
             self.print_logs();
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
-                eprintln!("augur-e2e: test failed; kept the cluster dir {}", kept.display());
+                eprintln!(
+                    "augur-e2e: test failed; kept the cluster dir {}",
+                    kept.display()
+                );
             }
         }
     }
@@ -387,7 +394,10 @@ impl ClusterLock {
         let fd = file.as_raw_fd();
         // SAFETY: flock on a descriptor we own; released when `file` is closed.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!("augur-e2e: waiting for another test's cluster ({})", path.display());
+            eprintln!(
+                "augur-e2e: waiting for another test's cluster ({})",
+                path.display()
+            );
             loop {
                 // SAFETY: as above.
                 if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {

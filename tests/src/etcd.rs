@@ -58,6 +58,29 @@ impl Cluster {
         keys
     }
 
+    /// Keys that exist now and were written after `revision`, with the revision of
+    /// their last write (deletions do not show). For diagnosing unexpected writes.
+    pub fn etcd_keys_modified_since(&self, revision: i64) -> Vec<(String, i64)> {
+        // `-w fields` prints keys as Go-quoted text, one `"Key" : ...` line each,
+        // followed by its revisions, so no base64 decoding is needed.
+        let text = self.etcdctl_ok(&["get", "/", "--prefix", "--keys-only", "-w", "fields"]);
+        let mut modified = Vec::new();
+        let mut key = None;
+        for line in text.lines() {
+            if let Some(k) = line.strip_prefix("\"Key\" : ") {
+                key = Some(k.to_string());
+            } else if let Some(rev) = line.strip_prefix("\"ModRevision\" : ") {
+                let rev: i64 = rev.trim().parse().unwrap_or(i64::MAX);
+                if let Some(k) = key.take() {
+                    if rev > revision {
+                        modified.push((k, rev));
+                    }
+                }
+            }
+        }
+        modified
+    }
+
     /// The value stored at `key`, if any.
     pub fn etcd_value(&self, key: &str) -> Option<String> {
         let text = self.etcdctl_ok(&["get", key, "--print-value-only"]);

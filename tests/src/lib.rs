@@ -22,4 +22,4 @@ pub use cluster::{Cluster, ClusterConfig};
 pub use jobs::{is_terminal, json_str, json_u64};
 pub use ledger::{Ledger, LedgerEntry};
 pub use process::{pid_alive, shell_quote};
-pub use wait::poll_until;
+pub use wait::{poll_every, poll_until};

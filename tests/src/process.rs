@@ -75,7 +75,11 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .collect();
     listeners
         .iter()
-        .map(|l| l.local_addr().expect("local address of a bound listener").port())
+        .map(|l| {
+            l.local_addr()
+                .expect("local address of a bound listener")
+                .port()
+        })
         .collect()
 }
 

@@ -13,6 +13,16 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub fn poll_until<T>(
     timeout: Duration,
     what: impl Display,
+    check: impl FnMut() -> Result<T, String>,
+) -> T {
+    poll_every(POLL_INTERVAL, timeout, what, check)
+}
+
+/// [`poll_until`] with its own interval, for checks that are expensive to make.
+pub fn poll_every<T>(
+    interval: Duration,
+    timeout: Duration,
+    what: impl Display,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
     let deadline = Instant::now() + timeout;
@@ -22,7 +32,7 @@ pub fn poll_until<T>(
             Err(last) if Instant::now() >= deadline => {
                 panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}")
             }
-            Err(_) => thread::sleep(POLL_INTERVAL),
+            Err(_) => thread::sleep(interval),
         }
     }
 }

@@ -1,1 +1,230 @@
-//! placeholder while the crate is written
+//! Augur's coordinator: serves the gRPC API on every node, campaigns for
+//! leadership, and while leading runs the brain that places and dispatches jobs
+//! (see [`leader`]).
+
+mod api;
+pub mod convert;
+pub mod leader;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_proto::v1::job_service_server::JobServiceServer;
+use augur_proto::v1::worker_service_server::WorkerServiceServer;
+use augur_store::{
+    JobStore, Keys, Leadership, LeaseHandle, StoreError, StoreLimits, WorkerRegistry,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use leader::{LeaderHandle, LeaderSettings};
+
+/// Everything a coordinator needs to run.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub node_id: String,
+    pub etcd_endpoints: Vec<String>,
+    pub prefix: String,
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// URL workers and other coordinators use to reach this one.
+    pub advertise: String,
+    pub lease_ttl: Duration,
+    pub etcd_timeout: Duration,
+    pub max_txn_ops: usize,
+    pub max_output_tail: usize,
+    pub retention_age: Duration,
+    pub retention_count: usize,
+    pub retention_interval: Duration,
+    /// How long a new leader waits for workers to report; default lease TTL + 2 s.
+    pub reconcile_grace: Option<Duration>,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for a coordinator of `node_id` on `listen`.
+    pub fn new(node_id: &str, etcd_endpoints: Vec<String>, listen: SocketAddr) -> Self {
+        CoordinatorConfig {
+            node_id: node_id.to_string(),
+            etcd_endpoints,
+            prefix: "/augur".into(),
+            listen,
+            advertise: format!("http://{listen}"),
+            lease_ttl: Duration::from_secs(5),
+            etcd_timeout: Duration::from_secs(5),
+            max_txn_ops: 128,
+            max_output_tail: 4096,
+            retention_age: Duration::from_secs(24 * 3600),
+            retention_count: 10_000,
+            retention_interval: Duration::from_secs(30),
+            reconcile_grace: None,
+        }
+    }
+}
+
+/// Errors that stop a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// State shared by the API, the worker streams and the leadership loop.
+pub(crate) struct Shared {
+    pub node_id: String,
+    pub jobs: JobStore,
+    pub registry: WorkerRegistry,
+    pub leadership: Leadership,
+    pub leader: watch::Sender<Option<LeaderHandle>>,
+    pub next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub fn leader(&self) -> Option<LeaderHandle> {
+        self.leader.borrow().clone()
+    }
+}
+
+/// Runs a coordinator until `shutdown` fires: serves the API, campaigns, leads
+/// when elected, and on shutdown resigns so a peer takes over at once.
+pub async fn run(
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| CoordinatorError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    run_on(config, listener, shutdown).await
+}
+
+/// As [`run`], on a listener the caller bound (e.g. to port 0).
+pub async fn run_on(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
+    let keys = Keys::new(&config.prefix);
+    let limits = StoreLimits {
+        max_txn_ops: config.max_txn_ops,
+    };
+    let shared = Arc::new(Shared {
+        node_id: config.node_id.clone(),
+        jobs: JobStore::new(client.clone(), keys.clone(), limits),
+        registry: WorkerRegistry::new(client.clone(), keys.clone()),
+        leadership: Leadership::new(client.clone(), keys.clone()),
+        leader: watch::channel(None).0,
+        next_conn: AtomicU64::new(1),
+    });
+
+    let server_stop = CancellationToken::new();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(JobServiceServer::new(api::Api {
+            shared: shared.clone(),
+        }))
+        .add_service(WorkerServiceServer::new(stream::Streams {
+            shared: shared.clone(),
+        }))
+        .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
+    let server = tokio::spawn(server);
+    info!(node_id = %config.node_id, listen = %config.listen, advertise = %config.advertise, "coordinator serving");
+
+    let settings = Arc::new(LeaderSettings {
+        node_id: config.node_id.clone(),
+        max_output_tail: config.max_output_tail,
+        reconcile_grace: config
+            .reconcile_grace
+            .unwrap_or(config.lease_ttl + Duration::from_secs(2)),
+        retention_age: config.retention_age,
+        retention_count: config.retention_count,
+        retention_interval: config.retention_interval,
+    });
+
+    while !shutdown.is_cancelled() {
+        if let Err(e) = term(&config, &shared, &settings, &client, &shutdown).await {
+            warn!(error = %e, "leadership term ended with an error; campaigning again");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    server_stop.cancel();
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => error!(error = %e, "gRPC server task failed"),
+    }
+    info!("coordinator stopped");
+    Ok(())
+}
+
+/// One campaign and, if won, one term of leadership.
+async fn term(
+    config: &CoordinatorConfig,
+    shared: &Arc<Shared>,
+    settings: &Arc<LeaderSettings>,
+    client: &augur_store::EtcdClient,
+    shutdown: &CancellationToken,
+) -> Result<(), StoreError> {
+    let lease = LeaseHandle::grant(client, config.lease_ttl).await?;
+    let lost = lease.lost();
+    let fence = tokio::select! {
+        _ = shutdown.cancelled() => { let _ = lease.revoke().await; return Ok(()) }
+        _ = lost.cancelled() => return Err(StoreError::LeaseExpired(lease.id())),
+        fence = shared.leadership.campaign(&lease, &config.node_id, &config.advertise) => fence?,
+    };
+    info!(epoch = fence.epoch(), "elected leader");
+    let demote = CancellationToken::new();
+    let watchdog = {
+        let demote = demote.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.cancelled() => warn!("leadership lease lost; stepping down"),
+                _ = shutdown.cancelled() => info!("shutting down; resigning leadership"),
+                _ = demote.cancelled() => {}
+            }
+            demote.cancel();
+        })
+    };
+    let shared_for_ready = shared.clone();
+    let result = leader::run(
+        settings.clone(),
+        fence.clone(),
+        shared.jobs.clone(),
+        shared.registry.clone(),
+        demote.clone(),
+        move |handle| {
+            shared_for_ready.leader.send_replace(Some(handle));
+        },
+    )
+    .await;
+    shared.leader.send_replace(None);
+    demote.cancel();
+    let _ = watchdog.await;
+    // Hand leadership over at once rather than after the lease TTL.
+    if let Err(e) = shared.leadership.resign(&fence).await {
+        warn!(error = %e, "resign failed; leadership passes when the lease expires");
+    }
+    let _ = lease.revoke().await;
+    info!(epoch = fence.epoch(), "leadership ended");
+    result
+}

@@ -34,9 +34,11 @@ pub struct IdError(pub String);
 impl FromStr for JobId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_string(s)
-            .map(JobId)
-            .map_err(|_| IdError(format!("job id {s:?} is not a valid ULID (26 characters of Crockford base32)")))
+        Ulid::from_string(s).map(JobId).map_err(|_| {
+            IdError(format!(
+                "job id {s:?} is not a valid ULID (26 characters of Crockford base32)"
+            ))
+        })
     }
 }
 
@@ -68,7 +70,10 @@ pub fn validate_node_id(s: &str) -> Result<(), IdError> {
             s.len()
         )));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(IdError(format!(
             "node id {s:?} contains {c:?}; allowed are letters, digits, '.', '_' and '-'"
         )));

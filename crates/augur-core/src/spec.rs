@@ -146,7 +146,10 @@ fn optional_duration(field: &str, text: &str) -> Result<Option<Duration>, Valida
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max {
-        return Err(invalid(field, format!("is {} bytes, the limit is {max}", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, the limit is {max}", value.len()),
+        ));
     }
     if value.contains('\0') {
         return Err(invalid(field, "contains a NUL byte"));
@@ -183,7 +186,13 @@ fn default_name(command: &str) -> String {
     let base = command.rsplit('/').next().unwrap_or(command);
     let cleaned: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_NAME)
         .collect();
     if cleaned.is_empty() {
@@ -217,7 +226,9 @@ impl JobSpecInput {
         if argv_bytes > MAX_ARGV_BYTES {
             return Err(invalid(
                 "spec.args",
-                format!("command and arguments are {argv_bytes} bytes, the limit is {MAX_ARGV_BYTES}"),
+                format!(
+                    "command and arguments are {argv_bytes} bytes, the limit is {MAX_ARGV_BYTES}"
+                ),
             ));
         }
 
@@ -240,7 +251,10 @@ impl JobSpecInput {
                 ));
             }
             if value.contains('\0') {
-                return Err(invalid(format!("spec.env[{key:?}]"), "value contains a NUL byte"));
+                return Err(invalid(
+                    format!("spec.env[{key:?}]"),
+                    "value contains a NUL byte",
+                ));
             }
             env_bytes += key.len() + value.len() + 2;
         }
@@ -275,7 +289,9 @@ impl JobSpecInput {
             if !ok {
                 return Err(invalid(
                     "spec.name",
-                    format!("must be 1..={MAX_NAME} characters of letters, digits, '.', '_' and '-'"),
+                    format!(
+                        "must be 1..={MAX_NAME} characters of letters, digits, '.', '_' and '-'"
+                    ),
                 ));
             }
             self.name.clone()
@@ -284,14 +300,22 @@ impl JobSpecInput {
         if !PRIORITY_RANGE.contains(&self.priority) {
             return Err(invalid(
                 "spec.priority",
-                format!("{} is outside {}..={}", self.priority, PRIORITY_RANGE.start(), PRIORITY_RANGE.end()),
+                format!(
+                    "{} is outside {}..={}",
+                    self.priority,
+                    PRIORITY_RANGE.start(),
+                    PRIORITY_RANGE.end()
+                ),
             ));
         }
 
         let timeout = optional_duration("spec.timeout", &self.timeout)?;
         if let Some(t) = timeout {
             if t.is_zero() {
-                return Err(invalid("spec.timeout", "must be positive (leave empty for no timeout)"));
+                return Err(invalid(
+                    "spec.timeout",
+                    "must be positive (leave empty for no timeout)",
+                ));
             }
             if t > MAX_TIMEOUT {
                 return Err(invalid("spec.timeout", "must be at most 7 days"));
@@ -398,10 +422,16 @@ impl ResourcesInput {
             ));
         }
         if self.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(invalid("spec.resources.memory_bytes", "is more than 16 TiB"));
+            return Err(invalid(
+                "spec.resources.memory_bytes",
+                "is more than 16 TiB",
+            ));
         }
         if self.cpu_millis > MAX_CPU_MILLIS {
-            return Err(invalid("spec.resources.cpu_millis", "is more than 1000 cores"));
+            return Err(invalid(
+                "spec.resources.cpu_millis",
+                "is more than 1000 cores",
+            ));
         }
         Ok(Resources {
             slots,
@@ -474,6 +504,9 @@ mod tests {
     fn unknown_fields_in_a_spec_file_are_refused() {
         let err = serde_json::from_str::<JobSpecInput>(r#"{"command":"x","timeout_secs":5}"#)
             .expect_err("unknown field");
-        assert!(err.to_string().contains("unknown field `timeout_secs`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `timeout_secs`"),
+            "{err}"
+        );
     }
 }

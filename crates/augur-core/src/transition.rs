@@ -89,7 +89,10 @@ pub enum TransitionError {
     #[error("job is already {0} and cannot change")]
     Terminal(JobState),
     #[error("cannot {event} a job in state {state}")]
-    WrongState { state: JobState, event: &'static str },
+    WrongState {
+        state: JobState,
+        event: &'static str,
+    },
     #[error("report for attempt {reported} but the job is on attempt {current}")]
     StaleAttempt { current: u32, reported: u32 },
 }
@@ -242,7 +245,10 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
         end(next, JobState::Cancelled, now_ms);
         next.message = format!("cancelled; attempt {attempt} ended with {why}");
     } else if next.failed_attempts < next.spec.retry.max_attempts {
-        let backoff = next.spec.retry.backoff_ms(next.failed_attempts, jitter_sample);
+        let backoff = next
+            .spec
+            .retry
+            .backoff_ms(next.failed_attempts, jitter_sample);
         next.state = JobState::Pending;
         next.not_before_ms = now_ms + backoff as i64;
         next.finished_at_ms = None;

@@ -5,3 +5,5 @@
 pub mod v1 {
     tonic::include_proto!("augur.v1");
 }
+
+mod convert;

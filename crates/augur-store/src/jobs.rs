@@ -234,7 +234,11 @@ impl JobStore {
                         v: 1,
                         idempotency_key: job.spec.idempotency_key.clone(),
                     };
-                    ops.push(TxnOp::put(self.keys.finished(at, &job.id), encode(&entry), None));
+                    ops.push(TxnOp::put(
+                        self.keys.finished(at, &job.id),
+                        encode(&entry),
+                        None,
+                    ));
                 }
             }
             let txn = Txn::new().when(vec![fence.guard()]).and_then(ops);
@@ -255,7 +259,11 @@ impl JobStore {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(after_revision + 1);
-        let stream = self.client.clone().watch(prefix.clone(), Some(opts)).await?;
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix.clone(), Some(opts))
+            .await?;
         Ok(PendingWatch {
             stream,
             keys: self.keys.clone(),
@@ -266,13 +274,21 @@ impl JobStore {
     /// Deletes finished jobs (record, finished-index entry, idempotency key) that
     /// finished before `cutoff_ms`, and beyond the newest `keep_max`. Returns how
     /// many were removed. Fenced: only the leader cleans up.
-    pub async fn purge_finished(&self, fence: &Fence, cutoff_ms: i64, keep_max: usize) -> Result<usize> {
+    pub async fn purge_finished(
+        &self,
+        fence: &Fence,
+        cutoff_ms: i64,
+        keep_max: usize,
+    ) -> Result<usize> {
         let prefix = self.keys.finished_prefix();
         let end = prefix_end(&prefix);
         let count_resp = self
             .client
             .clone()
-            .get(prefix.clone(), Some(GetOptions::new().with_range(end.clone()).with_count_only()))
+            .get(
+                prefix.clone(),
+                Some(GetOptions::new().with_range(end.clone()).with_count_only()),
+            )
             .await?;
         let total = count_resp.count().max(0) as usize;
         let over_count = total.saturating_sub(keep_max);
@@ -344,10 +360,14 @@ impl PendingWatch {
     /// the watch ends (the caller reloads and watches again).
     pub async fn next(&mut self) -> Result<Vec<JobId>> {
         loop {
-            let resp = self.stream.message().await?.ok_or_else(|| StoreError::WatchEnded {
-                prefix: self.prefix.clone(),
-                reason: "stream closed".into(),
-            })?;
+            let resp = self
+                .stream
+                .message()
+                .await?
+                .ok_or_else(|| StoreError::WatchEnded {
+                    prefix: self.prefix.clone(),
+                    reason: "stream closed".into(),
+                })?;
             if resp.canceled() {
                 return Err(StoreError::WatchEnded {
                     prefix: self.prefix.clone(),

@@ -113,7 +113,9 @@ mod tests {
         let id = JobId::generate();
         assert_eq!(keys.job_id_of(&keys.job(&id)), Some(id));
         assert_eq!(keys.job_id_of(&keys.finished(5, &id)), Some(id));
-        assert!(keys.finished(5, &id).starts_with("/augur/index/finished/00000000000000000005/"));
+        assert!(keys
+            .finished(5, &id)
+            .starts_with("/augur/index/finished/00000000000000000005/"));
         let w = WorkerId::new("w-1").unwrap();
         assert_eq!(keys.worker_id_of(&keys.worker(&w)), Some(w));
         assert_eq!(prefix_end("/a/"), b"/a0".to_vec());

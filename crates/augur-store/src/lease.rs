@@ -88,7 +88,10 @@ async fn keep_alive(
     let mut stream = None;
     loop {
         if last_ok.elapsed() >= ttl {
-            warn!(lease_id = id, "lease not refreshed for a whole ttl; presuming it expired");
+            warn!(
+                lease_id = id,
+                "lease not refreshed for a whole ttl; presuming it expired"
+            );
             lost.cancel();
             return;
         }

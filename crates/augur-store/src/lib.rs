@@ -9,8 +9,8 @@
 pub mod codec;
 pub mod jobs;
 pub mod keys;
-pub mod lease;
 pub mod leadership;
+pub mod lease;
 pub mod workers;
 
 use std::time::Duration;
@@ -18,8 +18,8 @@ use std::time::Duration;
 pub use etcd_client::Client as EtcdClient;
 pub use jobs::{CreateOutcome, JobPage, JobStore, StoreLimits};
 pub use keys::Keys;
-pub use lease::LeaseHandle;
 pub use leadership::{Fence, LeaderInfo, Leadership};
+pub use lease::LeaseHandle;
 pub use workers::{WorkerEvent, WorkerRegistry};
 
 /// Errors of the store. `is_retryable` tells callers whether trying again may help.

@@ -3,7 +3,10 @@
 //! sees a delete event.
 
 use augur_core::{WorkerId, WorkerInfo};
-use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
 
 use crate::codec::{decode, encode};
 use crate::keys::{prefix_end, Keys};
@@ -82,7 +85,11 @@ impl WorkerRegistry {
                 Some(PutOptions::new().with_lease(kv.lease())),
             );
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision())])
+                .when(vec![Compare::mod_revision(
+                    key,
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
                 .and_then(vec![put]);
             if self.client.clone().txn(txn).await?.succeeded() {
                 return Ok(true);
@@ -96,7 +103,11 @@ impl WorkerRegistry {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(after_revision + 1);
-        let stream = self.client.clone().watch(prefix.clone(), Some(opts)).await?;
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix.clone(), Some(opts))
+            .await?;
         Ok(WorkerWatch {
             stream,
             keys: self.keys.clone(),
@@ -116,10 +127,14 @@ impl WorkerWatch {
     /// The next batch of registry changes.
     pub async fn next(&mut self) -> Result<Vec<WorkerEvent>> {
         loop {
-            let resp = self.stream.message().await?.ok_or_else(|| StoreError::WatchEnded {
-                prefix: self.prefix.clone(),
-                reason: "stream closed".into(),
-            })?;
+            let resp = self
+                .stream
+                .message()
+                .await?
+                .ok_or_else(|| StoreError::WatchEnded {
+                    prefix: self.prefix.clone(),
+                    reason: "stream closed".into(),
+                })?;
             if resp.canceled() {
                 return Err(StoreError::WatchEnded {
                     prefix: self.prefix.clone(),
@@ -132,10 +147,13 @@ impl WorkerWatch {
                 match event.event_type() {
                     EventType::Put => match decode::<WorkerInfo>(kv.key(), kv.value()) {
                         Ok(info) => events.push(WorkerEvent::Up(info)),
-                        Err(e) => tracing::warn!(error = %e, "ignoring undecodable worker registration"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring undecodable worker registration")
+                        }
                     },
                     EventType::Delete => {
-                        if let Some(id) = self.keys.worker_id_of(&String::from_utf8_lossy(kv.key())) {
+                        if let Some(id) = self.keys.worker_id_of(&String::from_utf8_lossy(kv.key()))
+                        {
                             events.push(WorkerEvent::Down(id));
                         }
                     }

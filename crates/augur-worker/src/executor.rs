@@ -11,6 +11,7 @@
 //! [`Executor::Null`] runs nothing and succeeds at once; benchmarks use it to
 //! measure the scheduler without process start-up costs.
 
+mod group;
 mod process;
 pub mod tail;
 #[cfg(test)]

@@ -7,7 +7,29 @@
 //!
 //! Each module has its own `thiserror` error enum; none of them talks to the network.
 
-// pub mod agent; (added by the agent author)
+pub mod agent;
 pub mod buffer;
+mod convert;
 pub mod executor;
 pub mod output;
+
+pub use agent::{run, WorkerConfig};
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] augur_store::StoreError),
+    #[error(transparent)]
+    Buffer(#[from] buffer::BufferError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+    #[error("no leader elected")]
+    NoLeader,
+    #[error("cannot reach the leader: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("stream: {0}")]
+    Stream(#[from] tonic::Status),
+}

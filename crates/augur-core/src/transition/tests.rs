@@ -40,10 +40,33 @@ fn exit(code: i32) -> AttemptOutcome {
 #[test]
 fn happy_path() {
     let j = job(1);
-    let j = apply(&j, &Event::Assign { worker: worker(), epoch: 7, now_ms: 1 }).unwrap();
+    let j = apply(
+        &j,
+        &Event::Assign {
+            worker: worker(),
+            epoch: 7,
+            now_ms: 1,
+        },
+    )
+    .unwrap();
     assert_eq!((j.state, j.attempt, j.epoch), (JobState::Assigned, 1, 7));
-    let j = apply(&j, &Event::Start { attempt: 1, now_ms: 2 }).unwrap();
-    let j = apply(&j, &Event::Finish { report: report(1, exit(0)), now_ms: 3, jitter_sample: 0.5 }).unwrap();
+    let j = apply(
+        &j,
+        &Event::Start {
+            attempt: 1,
+            now_ms: 2,
+        },
+    )
+    .unwrap();
+    let j = apply(
+        &j,
+        &Event::Finish {
+            report: report(1, exit(0)),
+            now_ms: 3,
+            jitter_sample: 0.5,
+        },
+    )
+    .unwrap();
     assert_eq!(j.state, JobState::Succeeded);
     assert_eq!(j.exit_code, Some(0));
 }
@@ -52,8 +75,24 @@ fn happy_path() {
 fn failure_retries_until_max_attempts() {
     let mut j = job(3);
     for attempt in 1..=3 {
-        j = apply(&j, &Event::Assign { worker: worker(), epoch: 1, now_ms: 10 }).unwrap();
-        j = apply(&j, &Event::Finish { report: report(attempt, exit(1)), now_ms: 10, jitter_sample: 0.0 }).unwrap();
+        j = apply(
+            &j,
+            &Event::Assign {
+                worker: worker(),
+                epoch: 1,
+                now_ms: 10,
+            },
+        )
+        .unwrap();
+        j = apply(
+            &j,
+            &Event::Finish {
+                report: report(attempt, exit(1)),
+                now_ms: 10,
+                jitter_sample: 0.0,
+            },
+        )
+        .unwrap();
     }
     assert_eq!(j.state, JobState::Failed);
     assert_eq!((j.attempt, j.failed_attempts), (3, 3));
@@ -62,29 +101,85 @@ fn failure_retries_until_max_attempts() {
 #[test]
 fn retry_waits_for_backoff() {
     let j = job(2);
-    let j = apply(&j, &Event::Assign { worker: worker(), epoch: 1, now_ms: 0 }).unwrap();
-    let j = apply(&j, &Event::Finish { report: report(1, exit(2)), now_ms: 100, jitter_sample: 0.0 }).unwrap();
+    let j = apply(
+        &j,
+        &Event::Assign {
+            worker: worker(),
+            epoch: 1,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    let j = apply(
+        &j,
+        &Event::Finish {
+            report: report(1, exit(2)),
+            now_ms: 100,
+            jitter_sample: 0.0,
+        },
+    )
+    .unwrap();
     assert_eq!(j.state, JobState::Pending);
-    assert_eq!(j.not_before_ms, 100 + j.spec.retry.backoff_ms(1, 0.0) as i64);
+    assert_eq!(
+        j.not_before_ms,
+        100 + j.spec.retry.backoff_ms(1, 0.0) as i64
+    );
     assert!(j.worker_id.is_none());
 }
 
 #[test]
 fn stale_attempt_reports_are_refused() {
     let j = job(1);
-    let j = apply(&j, &Event::Assign { worker: worker(), epoch: 1, now_ms: 0 }).unwrap();
-    let err = apply(&j, &Event::Finish { report: report(2, exit(0)), now_ms: 1, jitter_sample: 0.0 });
-    assert_eq!(err, Err(TransitionError::StaleAttempt { current: 1, reported: 2 }));
+    let j = apply(
+        &j,
+        &Event::Assign {
+            worker: worker(),
+            epoch: 1,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    let err = apply(
+        &j,
+        &Event::Finish {
+            report: report(2, exit(0)),
+            now_ms: 1,
+            jitter_sample: 0.0,
+        },
+    );
+    assert_eq!(
+        err,
+        Err(TransitionError::StaleAttempt {
+            current: 1,
+            reported: 2
+        })
+    );
 }
 
 #[test]
 fn cancel_of_running_job_is_requested_then_final() {
     let j = job(5);
-    let j = apply(&j, &Event::Assign { worker: worker(), epoch: 1, now_ms: 0 }).unwrap();
+    let j = apply(
+        &j,
+        &Event::Assign {
+            worker: worker(),
+            epoch: 1,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
     let j = apply(&j, &Event::Cancel { now_ms: 1 }).unwrap();
     assert!(j.cancel_requested && j.state == JobState::Assigned);
     // Even a failure exit does not retry a job whose cancel was requested.
-    let j = apply(&j, &Event::Finish { report: report(1, exit(143)), now_ms: 2, jitter_sample: 0.0 }).unwrap();
+    let j = apply(
+        &j,
+        &Event::Finish {
+            report: report(1, exit(143)),
+            now_ms: 2,
+            jitter_sample: 0.0,
+        },
+    )
+    .unwrap();
     assert_eq!(j.state, JobState::Cancelled);
 }
 
@@ -92,8 +187,24 @@ fn cancel_of_running_job_is_requested_then_final() {
 fn lost_attempts_are_retried_up_to_the_limit() {
     let mut j = job(1);
     for attempt in 1..=MAX_LOST_ATTEMPTS {
-        j = apply(&j, &Event::Assign { worker: worker(), epoch: 1, now_ms: 0 }).unwrap();
-        j = apply(&j, &Event::Lost { attempt, reason: "lease expired".into(), now_ms: 1 }).unwrap();
+        j = apply(
+            &j,
+            &Event::Assign {
+                worker: worker(),
+                epoch: 1,
+                now_ms: 0,
+            },
+        )
+        .unwrap();
+        j = apply(
+            &j,
+            &Event::Lost {
+                attempt,
+                reason: "lease expired".into(),
+                now_ms: 1,
+            },
+        )
+        .unwrap();
     }
     assert_eq!(j.state, JobState::Failed);
     assert_eq!(j.lost_attempts, MAX_LOST_ATTEMPTS);
@@ -105,17 +216,30 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(AttemptOutcome::TimedOut),
         Just(AttemptOutcome::Cancelled),
         Just(AttemptOutcome::StartFailed),
-        Just(AttemptOutcome::Exited { exit_code: None, signal: Some(9) }),
+        Just(AttemptOutcome::Exited {
+            exit_code: None,
+            signal: Some(9)
+        }),
     ];
     prop_oneof![
-        (0i64..5).prop_map(|epoch| Event::Assign { worker: worker(), epoch, now_ms: 5 }),
-        (0u32..6).prop_map(|attempt| Event::Start { attempt, now_ms: 6 }),
-        (0u32..6, outcome, 0.0f64..1.0).prop_map(|(attempt, outcome, jitter_sample)| Event::Finish {
-            report: report(attempt, outcome),
-            now_ms: 7,
-            jitter_sample
+        (0i64..5).prop_map(|epoch| Event::Assign {
+            worker: worker(),
+            epoch,
+            now_ms: 5
         }),
-        (0u32..6).prop_map(|attempt| Event::Lost { attempt, reason: "gone".into(), now_ms: 8 }),
+        (0u32..6).prop_map(|attempt| Event::Start { attempt, now_ms: 6 }),
+        (0u32..6, outcome, 0.0f64..1.0).prop_map(|(attempt, outcome, jitter_sample)| {
+            Event::Finish {
+                report: report(attempt, outcome),
+                now_ms: 7,
+                jitter_sample,
+            }
+        }),
+        (0u32..6).prop_map(|attempt| Event::Lost {
+            attempt,
+            reason: "gone".into(),
+            now_ms: 8
+        }),
         Just(Event::Cancel { now_ms: 9 }),
     ]
 }

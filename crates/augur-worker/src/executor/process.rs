@@ -1,18 +1,16 @@
 //! The process executor: spawn, supervise, kill and reap one job's process group.
 //!
-//! Reaping is done by one waiter thread per attempt, which is the only code that
-//! waits for the child. It first waits *without* reaping (`waitid(WNOWAIT)`),
-//! kills whatever is left of the group while the zombie leader still pins the
-//! group id, and only then reaps with `wait4` to collect the resource usage.
-//! Every other signal goes through [`ProcessGroup::signal`], which refuses once
-//! the leader is reaped, so the worker can never signal a recycled pid.
+//! The attempt is supervised on the async runtime: output readers, the timeout
+//! and the cancellation token race the exit report of the waiter thread
+//! ([`super::group`]). A timeout or cancel sends SIGTERM to the group and, after
+//! the grace period, SIGKILL.
 
 use std::future::Future;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_core::{now_ms, Usage};
@@ -21,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::group::{decode_status, signal_name, spawn_waiter, KillOnDrop, ProcessGroup, Reaped};
 use super::{ExecOutcome, ExecRequest, ExecResult, ProcessConfig, TailBuffer};
 
 /// How long the output readers may keep going once the process group is dead.
@@ -62,11 +61,17 @@ pub(super) async fn run(
         }
     };
     let pid = child.id();
-    let group = Arc::new(ProcessGroup { pid: pid as libc::pid_t, reaped: Mutex::new(false) });
+    let group = Arc::new(ProcessGroup::new(pid));
     // Kills the group if this future is dropped before the attempt ends.
     let _kill_on_drop = KillOnDrop(Arc::clone(&group));
-    let stdout = child.stdout.take().and_then(|s| async_pipe(tokio::process::ChildStdout::from_std(s), "stdout"));
-    let stderr = child.stderr.take().and_then(|s| async_pipe(tokio::process::ChildStderr::from_std(s), "stderr"));
+    let stdout = child
+        .stdout
+        .take()
+        .and_then(|s| async_pipe(tokio::process::ChildStdout::from_std(s), "stdout"));
+    let stderr = child
+        .stderr
+        .take()
+        .and_then(|s| async_pipe(tokio::process::ChildStderr::from_std(s), "stderr"));
     // Dropping a std `Child` neither kills nor waits; the waiter thread owns reaping.
     drop(child);
     let exit = spawn_waiter(Arc::clone(&group));
@@ -77,7 +82,10 @@ pub(super) async fn run(
     let mut stderr_tail = TailBuffer::new(config.tail_bytes);
     let supervised = {
         let readers = async {
-            tokio::join!(pump(stdout, &mut stdout_tail), pump(stderr, &mut stderr_tail));
+            tokio::join!(
+                pump(stdout, &mut stdout_tail),
+                pump(stderr, &mut stderr_tail)
+            );
         };
         supervise(config, req.spec.timeout(), &group, exit, readers, &cancel).await
     };
@@ -96,7 +104,8 @@ pub(super) async fn run(
         },
     };
     if !supervised.output_complete {
-        message.push_str("; output may be incomplete: a process outside the job's group kept it open");
+        message
+            .push_str("; output may be incomplete: a process outside the job's group kept it open");
     }
     info!(
         job_id = %req.job_id,
@@ -161,7 +170,12 @@ fn build_command(req: &ExecRequest) -> Result<Command, String> {
                     spec.command
                 ))
             }
-            Err(e) => return Err(format!("cannot start {:?}: working dir {dir:?}: {e}", spec.command)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot start {:?}: working dir {dir:?}: {e}",
+                    spec.command
+                ))
+            }
         }
         command.current_dir(dir);
     }
@@ -277,7 +291,11 @@ async fn supervise(
     let exited_after = Instant::now();
     // The waiter killed the group before reaping, so the pipes close now unless
     // a process escaped the group; read what remains, boundedly.
-    if !readers_done && tokio::time::timeout(READER_DRAIN, &mut readers).await.is_ok() {
+    if !readers_done
+        && tokio::time::timeout(READER_DRAIN, &mut readers)
+            .await
+            .is_ok()
+    {
         readers_done = true;
     }
     let status = match status {
@@ -294,7 +312,10 @@ async fn supervise(
 }
 
 /// Completes when the readers complete, at most once; pending forever after.
-async fn wait_readers<F: Future<Output = ()>>(readers: &mut std::pin::Pin<&mut F>, done: &mut bool) {
+async fn wait_readers<F: Future<Output = ()>>(
+    readers: &mut std::pin::Pin<&mut F>,
+    done: &mut bool,
+) {
     if *done {
         std::future::pending::<()>().await;
     }
@@ -305,14 +326,23 @@ async fn wait_readers<F: Future<Output = ()>>(readers: &mut std::pin::Pin<&mut F
 /// Outcome and message of a supervised attempt.
 fn describe(s: &Supervised, grace: Duration, timeout: Option<Duration>) -> (ExecOutcome, String) {
     let how_killed = if s.escalated {
-        format!("killed with SIGKILL after SIGTERM and a {grace:?} grace period")
+        format!(
+            "killed with SIGKILL after SIGTERM and a {} grace period",
+            humantime::format_duration(grace)
+        )
     } else {
         "terminated with SIGTERM".to_string()
     };
     match s.ending {
         Ending::TimedOut => {
             let limit = timeout.unwrap_or_default();
-            (ExecOutcome::TimedOut, format!("timed out after {limit:?}; {how_killed}"))
+            (
+                ExecOutcome::TimedOut,
+                format!(
+                    "timed out after {}; {how_killed}",
+                    humantime::format_duration(limit)
+                ),
+            )
         }
         Ending::Cancelled => (ExecOutcome::Cancelled, format!("cancelled; {how_killed}")),
         Ending::Natural => match &s.status {
@@ -321,176 +351,19 @@ fn describe(s: &Supervised, grace: Duration, timeout: Option<Duration>) -> (Exec
                 let message = match (exit_code, signal) {
                     (Some(code), _) => format!("exited with code {code}"),
                     (None, Some(sig)) => format!("killed by signal {sig} ({})", signal_name(sig)),
-                    (None, None) => format!("ended with unrecognised wait status {}", reaped.status),
+                    (None, None) => {
+                        format!("ended with unrecognised wait status {}", reaped.status)
+                    }
                 };
                 (ExecOutcome::Exited { exit_code, signal }, message)
             }
             Err(e) => (
-                ExecOutcome::Exited { exit_code: None, signal: None },
+                ExecOutcome::Exited {
+                    exit_code: None,
+                    signal: None,
+                },
                 format!("exit status lost: {e}"),
             ),
         },
-    }
-}
-
-/// Exit code or terminating signal of a wait status.
-fn decode_status(status: libc::c_int) -> (Option<i32>, Option<i32>) {
-    if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => "other signal",
-    }
-}
-
-/// The job's process group, identified by its leader's pid.
-struct ProcessGroup {
-    pid: libc::pid_t,
-    /// Set by the waiter once the leader is reaped; guarded so a signal is never
-    /// sent concurrently with (or after) reaping.
-    reaped: Mutex<bool>,
-}
-
-impl ProcessGroup {
-    /// Sends `signal` to the whole group unless its leader was reaped already.
-    fn signal(&self, signal: libc::c_int) {
-        let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
-        if *reaped {
-            return;
-        }
-        // SAFETY: kill() takes plain integers and touches no memory of ours. The
-        // leader is not reaped (checked under the lock the waiter holds while
-        // reaping), so the group id is still pinned by it and cannot name a
-        // recycled, unrelated group.
-        let rc = unsafe { libc::kill(-self.pid, signal) };
-        if rc != 0 {
-            // ESRCH: the whole group is gone already, which is what we wanted.
-            debug!(pgid = self.pid, signal, error = %io::Error::last_os_error(), "kill failed");
-        }
-    }
-}
-
-/// Kills the group when dropped; a no-op once the leader is reaped.
-struct KillOnDrop(Arc<ProcessGroup>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.signal(libc::SIGKILL);
-    }
-}
-
-/// What the waiter learned from `wait4`.
-struct Reaped {
-    status: libc::c_int,
-    /// CPU time and peak RSS; `runtime_ms` is filled in by the caller.
-    usage: Usage,
-}
-
-/// Starts the thread that reaps the group's leader and reports its status.
-fn spawn_waiter(group: Arc<ProcessGroup>) -> oneshot::Receiver<Result<Reaped, String>> {
-    let (tx, rx) = oneshot::channel();
-    let for_thread = Arc::clone(&group);
-    // A dedicated thread rather than spawn_blocking: jobs may run for hours and
-    // must not occupy the runtime's pool meant for short blocking calls. The
-    // thread ends when the child is reaped; its result travels over `tx`, so
-    // the JoinHandle is not needed.
-    let spawned = std::thread::Builder::new()
-        .name("augur-wait4".into())
-        .spawn(move || {
-            let _ = tx.send(reap(&for_thread).map_err(|e| e.to_string()));
-        });
-    match spawned {
-        Ok(_detached) => rx,
-        Err(e) => {
-            warn!(error = %e, "cannot start a waiter thread; using the blocking pool");
-            let (tx, rx) = oneshot::channel();
-            drop(tokio::task::spawn_blocking(move || {
-                let _ = tx.send(reap(&group).map_err(|e| e.to_string()));
-            }));
-            rx
-        }
-    }
-}
-
-/// Blocks until the leader exits, kills the rest of its group, and reaps it.
-fn reap(group: &ProcessGroup) -> io::Result<Reaped> {
-    let pid = group.pid;
-    loop {
-        // SAFETY: siginfo_t is a plain C struct for which all-zero bytes are valid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid, exclusively borrowed out-pointer for the call.
-        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if rc == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            // Fall through to wait4, which blocks as well; only the straggler
-            // kill below happens after the exit rather than before it.
-            debug!(pid, error = %err, "waitid failed");
-            break;
-        }
-    }
-    let mut reaped = group.reaped.lock().unwrap_or_else(PoisonError::into_inner);
-    // SAFETY: plain integers; the leader is an unreaped zombie (or alive), so its
-    // pid still pins the group id. Stragglers would otherwise hold the pipes open.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct for which all-zero bytes are valid.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `status` and `rusage` are valid, exclusively borrowed out-pointers.
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if rc == pid {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            // ECHILD: someone else reaped it; the pid may be recycled, so stop signalling.
-            *reaped = true;
-            return Err(err);
-        }
-    }
-    *reaped = true;
-    Ok(Reaped {
-        status,
-        usage: Usage {
-            runtime_ms: 0,
-            user_cpu_us: micros(rusage.ru_utime),
-            system_cpu_us: micros(rusage.ru_stime),
-            max_rss_kb: max_rss_kb(rusage.ru_maxrss),
-        },
-    })
-}
-
-fn micros(t: libc::timeval) -> u64 {
-    (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64
-}
-
-/// `ru_maxrss` is in KiB on Linux and in bytes on macOS.
-fn max_rss_kb(raw: libc::c_long) -> u64 {
-    let raw = raw.max(0) as u64;
-    if cfg!(target_os = "macos") {
-        raw / 1024
-    } else {
-        raw
     }
 }

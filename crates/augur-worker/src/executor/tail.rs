@@ -96,7 +96,9 @@ mod tests {
         let mut tail = TailBuffer::new(7);
         let mut all = Vec::new();
         for i in 0..50u8 {
-            let chunk: Vec<u8> = (0..(i % 11)).map(|j| i.wrapping_mul(31).wrapping_add(j)).collect();
+            let chunk: Vec<u8> = (0..(i % 11))
+                .map(|j| i.wrapping_mul(31).wrapping_add(j))
+                .collect();
             tail.push(&chunk);
             all.extend_from_slice(&chunk);
         }

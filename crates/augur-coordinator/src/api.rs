@@ -1,0 +1,239 @@
+//! The public `JobService`. Any coordinator serves it: submissions and reads go
+//! straight to etcd; calls that need the leader's live view (cancel, workers,
+//! cluster status) are handled by the leader's brain, or forwarded to the leader
+//! when this coordinator follows.
+
+use std::sync::Arc;
+
+use augur_core::{now_ms, JobId, JobRecord, JobState};
+use augur_proto::v1 as pb;
+use augur_proto::v1::job_service_client::JobServiceClient;
+use augur_proto::v1::job_service_server::JobService;
+use augur_store::CreateOutcome;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::convert::{job_to_pb, spec_input, state_from_pb, store_status, worker_to_pb};
+use crate::leader::{LeaderInput, StatusSnapshot};
+use crate::Shared;
+
+/// Largest page of `ListJobs`.
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+pub struct Api {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn parse_id(text: &str) -> Result<JobId, Status> {
+    text.parse::<JobId>()
+        .map_err(|e| Status::invalid_argument(format!("job_id: {e}")))
+}
+
+impl Api {
+    /// A client to the current leader, for calls a follower cannot answer.
+    async fn leader_client(&self) -> Result<JobServiceClient<tonic::transport::Channel>, Status> {
+        let leader = self
+            .shared
+            .leadership
+            .current()
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::unavailable("no leader elected yet; retry shortly"))?;
+        if leader.node_id == self.shared.node_id {
+            return Err(Status::unavailable("leadership is changing; retry shortly"));
+        }
+        JobServiceClient::connect(leader.address.clone())
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "leader {} at {} unreachable: {e}",
+                    leader.node_id, leader.address
+                ))
+            })
+    }
+
+    async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {
+        let Some(leader) = self.shared.leader() else {
+            return Ok(None);
+        };
+        let (reply, rx) = oneshot::channel();
+        leader.send(LeaderInput::Status { reply })?;
+        rx.await
+            .map(Some)
+            .map_err(|_| Status::unavailable("leadership ended during the call; retry"))
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for Api {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let spec = spec_input(spec)
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = JobRecord::new(JobId::generate(), spec, now_ms());
+        let outcome = self
+            .shared
+            .jobs
+            .create(&record)
+            .await
+            .map_err(store_status)?;
+        let response = match outcome {
+            CreateOutcome::Created => {
+                info!(job_id = %record.id, name = %record.spec.name, "job submitted");
+                let id = record.id.to_string();
+                if let Some(leader) = self.shared.leader() {
+                    // Hand it to the brain directly: no watch round trip.
+                    let _ = leader.send(LeaderInput::Submitted(Box::new(record)));
+                }
+                pb::SubmitJobResponse {
+                    job_id: id,
+                    existing: false,
+                }
+            }
+            CreateOutcome::Existing(id) => pb::SubmitJobResponse {
+                job_id: id.to_string(),
+                existing: true,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = parse_id(&request.into_inner().job_id)?;
+        match self.shared.jobs.get(&id).await.map_err(store_status)? {
+            Some(job) => Ok(Response::new(job_to_pb(&job))),
+            None => Err(Status::not_found(format!(
+                "no job {id} (never submitted, or removed after its retention)"
+            ))),
+        }
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let states: Vec<JobState> = request
+            .states
+            .iter()
+            .map(|s| state_from_pb(*s))
+            .collect::<Result<_, _>>()?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is more than {MAX_PAGE}"
+                )))
+            }
+            n => n,
+        };
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(request.page_token.parse::<JobId>().map_err(|_| {
+                Status::invalid_argument("page_token: not a token returned by ListJobs")
+            })?)
+        };
+        let page = self
+            .shared
+            .jobs
+            .list(&states, page_size as usize, after.as_ref())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs.iter().map(job_to_pb).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let inner = request.into_inner();
+        let id = parse_id(&inner.job_id)?;
+        let Some(leader) = self.shared.leader() else {
+            let mut client = self.leader_client().await?;
+            return client.cancel_job(inner).await;
+        };
+        let (reply, rx) = oneshot::channel();
+        leader.send(LeaderInput::Cancel { id, reply })?;
+        let job = rx
+            .await
+            .map_err(|_| Status::unavailable("leadership ended during the call; retry"))??;
+        info!(job_id = %id, state = job.state, "cancel requested");
+        Ok(Response::new(pb::CancelJobResponse { job: Some(job) }))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        match self.snapshot().await? {
+            Some(s) => Ok(Response::new(pb::ListWorkersResponse {
+                workers: s.workers,
+            })),
+            None => match self.leader_client().await {
+                Ok(mut client) => client.list_workers(request.into_inner()).await,
+                // No leader to ask: report registrations from etcd.
+                Err(_) => {
+                    let (workers, _) = self.shared.registry.list().await.map_err(store_status)?;
+                    let workers = workers
+                        .iter()
+                        .map(|w| worker_to_pb(w, 0, pb::WorkerState::Disconnected))
+                        .collect();
+                    Ok(Response::new(pb::ListWorkersResponse { workers }))
+                }
+            },
+        }
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let leader = self
+            .shared
+            .leadership
+            .current()
+            .await
+            .map_err(store_status)?;
+        let snapshot = match self.snapshot().await? {
+            Some(s) => s,
+            None if leader.is_some() => {
+                let mut client = self.leader_client().await?;
+                let mut answer = client
+                    .cluster_status(request.into_inner())
+                    .await?
+                    .into_inner();
+                answer.answered_by = self.shared.node_id.clone();
+                return Ok(Response::new(answer));
+            }
+            None => StatusSnapshot::default(),
+        };
+        let (leader_id, address, epoch) = leader
+            .map(|l| (l.node_id, l.address, l.epoch))
+            .unwrap_or_default();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            leader: leader_id,
+            leader_address: address,
+            epoch,
+            workers: snapshot.workers,
+            answered_by: self.shared.node_id.clone(),
+            pending_jobs: snapshot.pending,
+            running_jobs: snapshot.running,
+        }))
+    }
+}

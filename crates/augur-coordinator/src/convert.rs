@@ -1,0 +1,156 @@
+//! Conversions between the wire types (`augur_proto::v1`) and the domain types
+//! (`augur_core`), and the one place where errors become `tonic::Status`.
+
+use augur_core::{
+    AttemptOutcome, AttemptReport, JobRecord, JobSpec, JobSpecInput, JobState, Usage, WorkerInfo,
+};
+use augur_proto::v1 as pb;
+use augur_store::StoreError;
+use tonic::Status;
+
+/// The wire spec as the user's input, to be validated by `augur-core`.
+pub fn spec_input(spec: pb::JobSpec) -> JobSpecInput {
+    spec.into()
+}
+
+/// A validated spec on the wire (to workers and readers).
+pub fn spec_to_pb(spec: &JobSpec) -> pb::JobSpec {
+    spec.into()
+}
+
+pub fn state_to_pb(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Assigned => pb::JobState::Assigned,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::TimedOut => pb::JobState::TimedOut,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn state_from_pb(value: i32) -> Result<JobState, Status> {
+    match pb::JobState::try_from(value) {
+        Ok(pb::JobState::Pending) => Ok(JobState::Pending),
+        Ok(pb::JobState::Assigned) => Ok(JobState::Assigned),
+        Ok(pb::JobState::Running) => Ok(JobState::Running),
+        Ok(pb::JobState::Succeeded) => Ok(JobState::Succeeded),
+        Ok(pb::JobState::Failed) => Ok(JobState::Failed),
+        Ok(pb::JobState::TimedOut) => Ok(JobState::TimedOut),
+        Ok(pb::JobState::Cancelled) => Ok(JobState::Cancelled),
+        _ => Err(Status::invalid_argument(format!(
+            "states: {value} is not a job state"
+        ))),
+    }
+}
+
+pub fn job_to_pb(job: &JobRecord) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        spec: Some(spec_to_pb(&job.spec)),
+        state: state_to_pb(job.state) as i32,
+        attempts: job.attempt,
+        exit_code: job.exit_code,
+        stdout_tail: job.stdout_tail.clone().into_bytes(),
+        stderr_tail: job.stderr_tail.clone().into_bytes(),
+        worker_id: job
+            .worker_id
+            .as_ref()
+            .map(|w| w.to_string())
+            .unwrap_or_default(),
+        submitted_at_ms: job.submitted_at_ms,
+        started_at_ms: job.started_at_ms.unwrap_or(0),
+        finished_at_ms: job.finished_at_ms.unwrap_or(0),
+        message: job.message.clone(),
+        not_before_ms: job.not_before_ms,
+        cancel_requested: job.cancel_requested,
+    }
+}
+
+pub fn worker_to_pb(info: &WorkerInfo, running: u32, state: pb::WorkerState) -> pb::Worker {
+    pb::Worker {
+        id: info.id.to_string(),
+        slots: info.slots,
+        running,
+        labels: info.labels.clone().into_iter().collect(),
+        state: state as i32,
+        version: info.version.clone(),
+        registered_at_ms: info.registered_at_ms,
+        executor: info.executor.clone(),
+    }
+}
+
+/// Keeps the last `max` bytes of a tail, cut at a character boundary.
+pub fn cap_tail(bytes: &[u8], max: usize) -> String {
+    let start = bytes.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    text.trim_start_matches('\u{FFFD}').to_string()
+}
+
+/// A worker's Finished message as the domain's attempt report.
+pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptReport> {
+    let attempt = msg.attempt.as_ref()?.attempt;
+    let outcome = match pb::Outcome::try_from(msg.outcome).ok()? {
+        pb::Outcome::Exited => AttemptOutcome::Exited {
+            exit_code: msg.exit_code,
+            signal: msg.signal,
+        },
+        pb::Outcome::TimedOut => AttemptOutcome::TimedOut,
+        pb::Outcome::Cancelled => AttemptOutcome::Cancelled,
+        pb::Outcome::StartFailed => AttemptOutcome::StartFailed,
+        pb::Outcome::Unspecified => return None,
+    };
+    Some(AttemptReport {
+        attempt,
+        outcome,
+        started_at_ms: msg.started_at_ms,
+        finished_at_ms: msg.finished_at_ms,
+        usage: Usage {
+            runtime_ms: msg.runtime_ms,
+            user_cpu_us: msg.user_cpu_us,
+            system_cpu_us: msg.system_cpu_us,
+            max_rss_kb: msg.max_rss_kb,
+        },
+        stdout_tail: cap_tail(&msg.stdout_tail, max_tail),
+        stderr_tail: cap_tail(&msg.stderr_tail, max_tail),
+        message: msg.message.clone(),
+    })
+}
+
+/// The one mapping from store errors to gRPC statuses.
+pub fn store_status(err: StoreError) -> Status {
+    match &err {
+        StoreError::Etcd(_) | StoreError::WatchEnded { .. } | StoreError::LeaseExpired(_) => {
+            Status::unavailable(format!("state store unavailable: {err}"))
+        }
+        StoreError::Fenced { .. } => {
+            Status::unavailable(format!("leadership changed: {err}; retry"))
+        }
+        StoreError::Corrupt { .. } => Status::internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_keep_the_end_and_stay_valid_utf8() {
+        assert_eq!(cap_tail(b"hello world", 5), "world");
+        let s = "ééé".as_bytes();
+        assert_eq!(cap_tail(s, 3), "é");
+    }
+
+    #[test]
+    fn spec_round_trips_through_the_wire() {
+        let input = JobSpecInput {
+            command: "echo".into(),
+            timeout: "1500ms".into(),
+            ..Default::default()
+        };
+        let spec = input.validate().unwrap();
+        let again = spec_input(spec_to_pb(&spec)).validate().unwrap();
+        assert_eq!(spec, again);
+    }
+}

@@ -1,0 +1,706 @@
+//! The leader's decision loop: queue, placement, dispatch, results, retries,
+//! cancellation, worker loss. Owns all leader state; reacts to [`LeaderInput`]s
+//! in batches and dispatches once per batch.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use augur_core::{apply, now_ms, Event, JobId, JobRecord, JobState, WorkerId, WorkerInfo};
+use augur_proto::v1 as pb;
+use augur_proto::v1::coordinator_message::Kind as Out;
+use augur_proto::v1::worker_message::Kind as In;
+use augur_store::{Fence, JobStore, WorkerEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use super::writer::{AfterCommit, Writer};
+use super::{spawn_load, LeaderInput, LeaderSettings, StatusSnapshot, WorkerTx};
+use crate::convert::{job_to_pb, report_from_pb, spec_to_pb, worker_to_pb};
+
+/// How long an assignment may go unreported by its worker's heartbeats before
+/// it is presumed never to have arrived.
+const ASSIGN_REPORT_GRACE: Duration = Duration::from_secs(15);
+/// Ids of recently finished jobs remembered, so late watch events are ignored
+/// without reading etcd.
+const RECENT_DONE: usize = 100_000;
+/// Inputs handled before placing again, so a burst is placed in one pass.
+const MAX_INPUTS_PER_PASS: usize = 4096;
+
+struct Conn {
+    id: u64,
+    tx: WorkerTx,
+}
+
+#[derive(Default)]
+struct WorkerEntry {
+    info: Option<WorkerInfo>,
+    conn: Option<Conn>,
+    used: u32,
+    /// Jobs with an attempt out on this worker, and when it was sent.
+    attempts: HashMap<JobId, Instant>,
+}
+
+impl WorkerEntry {
+    fn placeable(&self) -> bool {
+        self.conn.is_some() && self.info.as_ref().is_some_and(|i| !i.draining)
+    }
+    fn free(&self) -> u32 {
+        self.info
+            .as_ref()
+            .map_or(0, |i| i.slots.saturating_sub(self.used))
+    }
+}
+
+pub(crate) struct Brain {
+    settings: Arc<LeaderSettings>,
+    fence: Fence,
+    writer: Writer,
+    self_tx: mpsc::UnboundedSender<LeaderInput>,
+    store: JobStore,
+    jobs: HashMap<JobId, JobRecord>,
+    /// Placeable now: highest priority first, then oldest.
+    ready: BTreeSet<(Reverse<i32>, JobId)>,
+    /// Waiting for their retry backoff.
+    delayed: BinaryHeap<Reverse<(i64, JobId)>>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    recent_done: (HashSet<JobId>, VecDeque<JobId>),
+    /// Until this instant a new leader waits for workers to report in.
+    reconcile_until: Option<Instant>,
+}
+
+impl Brain {
+    pub fn new(
+        settings: Arc<LeaderSettings>,
+        fence: Fence,
+        writer: Writer,
+        self_tx: mpsc::UnboundedSender<LeaderInput>,
+        store: JobStore,
+        active: Vec<JobRecord>,
+        workers: Vec<WorkerInfo>,
+    ) -> Self {
+        let mut brain = Brain {
+            reconcile_until: None,
+            settings,
+            fence,
+            writer,
+            self_tx,
+            store,
+            jobs: HashMap::new(),
+            ready: BTreeSet::new(),
+            delayed: BinaryHeap::new(),
+            workers: HashMap::new(),
+            recent_done: (HashSet::new(), VecDeque::new()),
+        };
+        for info in workers {
+            let id = info.id.clone();
+            brain.workers.entry(id).or_default().info = Some(info);
+        }
+        let mut any_active = false;
+        let now = Instant::now();
+        for job in active {
+            if job.state.is_active() {
+                any_active = true;
+                if let Some(w) = &job.worker_id {
+                    let entry = brain.workers.entry(w.clone()).or_default();
+                    entry.used += job.spec.resources.slots;
+                    entry.attempts.insert(job.id, now);
+                }
+            }
+            brain.insert(job);
+        }
+        if any_active {
+            brain.reconcile_until = Some(now + brain.settings.reconcile_grace);
+            info!(
+                grace_ms = brain.settings.reconcile_grace.as_millis() as u64,
+                "waiting for workers to report before dispatching"
+            );
+        }
+        brain
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<LeaderInput>,
+        demote: CancellationToken,
+    ) {
+        let mut audit = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = demote.cancelled() => break,
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    let mut n = 1;
+                    while n < MAX_INPUTS_PER_PASS {
+                        match rx.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = audit.tick() => self.check_unreported(),
+            }
+            self.promote_delayed();
+            self.finish_reconcile_if_done();
+            if self.reconcile_until.is_none() {
+                self.dispatch();
+            }
+        }
+        // Tell every connected worker to find the next leader.
+        for entry in self.workers.values() {
+            if let Some(conn) = &entry.conn {
+                let _ = conn
+                    .tx
+                    .send(Err(Status::unavailable("leader stepped down")));
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + Duration::from_secs(1);
+        if let Some(Reverse((at, _))) = self.delayed.peek() {
+            let ms = (*at - now_ms()).max(0) as u64;
+            wake = wake.min(Instant::now() + Duration::from_millis(ms));
+        }
+        if let Some(until) = self.reconcile_until {
+            wake = wake.min(until);
+        }
+        wake
+    }
+
+    fn insert(&mut self, job: JobRecord) {
+        if job.state == JobState::Pending {
+            self.enqueue(&job);
+        }
+        self.jobs.insert(job.id, job);
+    }
+
+    fn enqueue(&mut self, job: &JobRecord) {
+        if job.not_before_ms > now_ms() {
+            self.delayed.push(Reverse((job.not_before_ms, job.id)));
+        } else {
+            self.ready.insert((Reverse(job.spec.priority), job.id));
+        }
+    }
+
+    fn promote_delayed(&mut self) {
+        let now = now_ms();
+        while let Some(Reverse((at, id))) = self.delayed.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(job) = self.jobs.get(&id) {
+                if job.state == JobState::Pending {
+                    self.ready.insert((Reverse(job.spec.priority), id));
+                }
+            }
+        }
+    }
+
+    fn remember_done(&mut self, id: JobId) {
+        let (set, order) = &mut self.recent_done;
+        if set.insert(id) {
+            order.push_back(id);
+            if order.len() > RECENT_DONE {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Stores a new version of a job: memory, queue and the write-behind batch.
+    fn update(&mut self, next: JobRecord, after: Option<AfterCommit>) {
+        let id = next.id;
+        if next.state.is_terminal() {
+            self.jobs.remove(&id);
+            self.remember_done(id);
+            info!(job_id = %id, state = %next.state, attempt = next.attempt, "job finished");
+        } else {
+            if next.state == JobState::Pending {
+                self.enqueue(&next);
+            }
+            self.jobs.insert(id, next.clone());
+        }
+        self.writer.push(next, after);
+    }
+
+    fn handle(&mut self, input: LeaderInput) {
+        match input {
+            LeaderInput::Submitted(job) => self.admit(*job),
+            LeaderInput::Loaded(jobs) => jobs.into_iter().for_each(|j| self.admit(j)),
+            LeaderInput::PendingIds(ids) => {
+                let unknown: Vec<JobId> = ids
+                    .into_iter()
+                    .filter(|id| !self.jobs.contains_key(id) && !self.recent_done.0.contains(id))
+                    .collect();
+                if !unknown.is_empty() {
+                    spawn_load(self.store.clone(), unknown, self.self_tx.clone());
+                }
+            }
+            LeaderInput::Workers(events) => events.into_iter().for_each(|e| self.worker_event(e)),
+            LeaderInput::Attached {
+                worker,
+                conn,
+                hello,
+                tx,
+            } => self.attached(worker, conn, hello, tx),
+            LeaderInput::Detached { worker, conn } => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    if entry.conn.as_ref().is_some_and(|c| c.id == conn) {
+                        entry.conn = None;
+                        info!(worker_id = %worker, "worker stream closed; its jobs stay until its lease expires");
+                    }
+                }
+            }
+            LeaderInput::Message { worker, conn, msg } => self.message(worker, conn, msg),
+            LeaderInput::SendFailed {
+                worker,
+                job,
+                attempt,
+            } => self.lose(&job, attempt, &worker, "assignment could not be delivered"),
+            LeaderInput::Cancel { id, reply } => self.cancel(id, reply),
+            LeaderInput::Status { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    /// Takes in a job read or submitted elsewhere, unless already known.
+    fn admit(&mut self, job: JobRecord) {
+        if self.jobs.contains_key(&job.id) || self.recent_done.0.contains(&job.id) {
+            return;
+        }
+        if job.state == JobState::Pending {
+            debug!(job_id = %job.id, "job queued");
+            self.insert(job);
+        }
+    }
+
+    fn worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Up(info) => {
+                let id = info.id.clone();
+                let entry = self.workers.entry(id.clone()).or_default();
+                let new_incarnation = entry
+                    .info
+                    .as_ref()
+                    .is_some_and(|old| old.lease_id != info.lease_id);
+                entry.info = Some(info);
+                if new_incarnation {
+                    info!(worker_id = %id, "worker re-registered under a new lease");
+                }
+            }
+            WorkerEvent::Down(id) => {
+                let Some(entry) = self.workers.get_mut(&id) else {
+                    return;
+                };
+                entry.info = None;
+                let lost: Vec<JobId> = entry.attempts.keys().copied().collect();
+                warn!(worker_id = %id, jobs = lost.len(), "worker lease expired; requeuing its jobs");
+                for job in lost {
+                    if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                        self.lose(&job, attempt, &id, "worker lease expired");
+                    }
+                }
+            }
+        }
+    }
+
+    fn attached(&mut self, worker: WorkerId, conn: u64, hello: pb::Hello, tx: WorkerTx) {
+        let welcome = pb::CoordinatorMessage {
+            kind: Some(Out::Welcome(pb::Welcome {
+                leader: self.settings.node_id.clone(),
+                epoch: self.fence.epoch(),
+            })),
+        };
+        let _ = tx.send(Ok(welcome));
+        let entry = self.workers.entry(worker.clone()).or_default();
+        entry.conn = Some(Conn { id: conn, tx });
+        let reported: HashSet<(String, u32)> = hello
+            .running
+            .iter()
+            .map(|a| (a.job_id.clone(), a.attempt))
+            .collect();
+        let unknown: Vec<JobId> = entry
+            .attempts
+            .keys()
+            .filter(|id| {
+                let attempt = self.jobs.get(id).map_or(0, |j| j.attempt);
+                !reported.contains(&(id.to_string(), attempt))
+            })
+            .copied()
+            .collect();
+        info!(worker_id = %worker, running = hello.running.len(), "worker attached");
+        for job in unknown {
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                self.lose(
+                    &job,
+                    attempt,
+                    &worker,
+                    "worker does not know the attempt after reconnecting",
+                );
+            }
+        }
+    }
+
+    fn send(&self, worker: &WorkerId, msg: Out) {
+        if let Some(conn) = self.workers.get(worker).and_then(|e| e.conn.as_ref()) {
+            let _ = conn.tx.send(Ok(pb::CoordinatorMessage { kind: Some(msg) }));
+        }
+    }
+
+    fn message(&mut self, worker: WorkerId, conn: u64, msg: In) {
+        let current = self
+            .workers
+            .get(&worker)
+            .and_then(|e| e.conn.as_ref())
+            .is_some_and(|c| c.id == conn);
+        if !current {
+            return;
+        }
+        match msg {
+            In::Started(started) => {
+                let Some(attempt) = started.attempt else {
+                    return;
+                };
+                let Ok(id) = attempt.job_id.parse::<JobId>() else {
+                    return;
+                };
+                let Some(job) = self.jobs.get(&id) else {
+                    return;
+                };
+                if job.worker_id.as_ref() != Some(&worker) {
+                    return;
+                }
+                let event = Event::Start {
+                    attempt: attempt.attempt,
+                    now_ms: started.started_at_ms,
+                };
+                if let Ok(next) = apply(job, &event) {
+                    self.update(next, None);
+                }
+            }
+            In::Finished(finished) => self.finished(worker, finished),
+            In::Heartbeat(beat) => {
+                if let Some(entry) = self.workers.get_mut(&worker) {
+                    let reported: HashSet<String> =
+                        beat.running.iter().map(|a| a.job_id.clone()).collect();
+                    // Refresh the send time of attempts the worker confirms.
+                    for (id, sent) in entry.attempts.iter_mut() {
+                        if reported.contains(&id.to_string()) {
+                            *sent = Instant::now();
+                        }
+                    }
+                }
+            }
+            In::Hello(_) => {}
+        }
+    }
+
+    fn finished(&mut self, worker: WorkerId, finished: pb::Finished) {
+        let Some(attempt_ref) = finished.attempt.clone() else {
+            return;
+        };
+        let ack = Out::Ack(pb::Ack {
+            attempt: Some(attempt_ref.clone()),
+        });
+        let id = attempt_ref.job_id.parse::<JobId>().ok();
+        let job = id.and_then(|id| self.jobs.get(&id));
+        let current = job.is_some_and(|j| {
+            j.attempt == attempt_ref.attempt
+                && j.worker_id.as_ref() == Some(&worker)
+                && j.state.is_active()
+        });
+        let (Some(job), true) = (job, current) else {
+            // Stale or already recorded: acknowledge so the worker drops it.
+            self.send(&worker, ack);
+            return;
+        };
+        let Some(report) = report_from_pb(&finished, self.settings.max_output_tail) else {
+            warn!(worker_id = %worker, "finished message without a valid outcome");
+            return;
+        };
+        let event = Event::Finish {
+            report,
+            now_ms: now_ms(),
+            jitter_sample: rand::random::<f64>(),
+        };
+        match apply(job, &event) {
+            Ok(next) => {
+                self.release(&worker, &next.id, next.spec.resources.slots);
+                let after = self.ack_action(&worker, ack);
+                self.update(next, after);
+            }
+            Err(e) => {
+                warn!(job_id = %attempt_ref.job_id, error = %e, "result not applicable");
+                self.send(&worker, ack);
+            }
+        }
+    }
+
+    fn ack_action(&self, worker: &WorkerId, msg: Out) -> Option<AfterCommit> {
+        let conn = self.workers.get(worker)?.conn.as_ref()?;
+        Some(AfterCommit::Send {
+            tx: conn.tx.clone(),
+            msg: pb::CoordinatorMessage { kind: Some(msg) },
+            worker: worker.clone(),
+            job: None,
+        })
+    }
+
+    fn release(&mut self, worker: &WorkerId, job: &JobId, slots: u32) {
+        if let Some(entry) = self.workers.get_mut(worker) {
+            if entry.attempts.remove(job).is_some() {
+                entry.used = entry.used.saturating_sub(slots);
+            }
+        }
+    }
+
+    /// The attempt is gone with its worker (or never reached it).
+    fn lose(&mut self, id: &JobId, attempt: u32, worker: &WorkerId, reason: &str) {
+        let Some(job) = self.jobs.get(id) else { return };
+        if job.attempt != attempt
+            || job.worker_id.as_ref() != Some(worker)
+            || !job.state.is_active()
+        {
+            return;
+        }
+        let event = Event::Lost {
+            attempt,
+            reason: reason.to_string(),
+            now_ms: now_ms(),
+        };
+        if let Ok(next) = apply(job, &event) {
+            warn!(job_id = %id, attempt, worker_id = %worker, reason, "attempt lost");
+            self.release(worker, id, next.spec.resources.slots);
+            // If the worker is still there, make sure it stops the orphan.
+            self.send(
+                worker,
+                Out::Cancel(pb::Cancel {
+                    attempt: Some(pb::AttemptRef {
+                        job_id: id.to_string(),
+                        attempt,
+                        epoch: self.fence.epoch(),
+                    }),
+                }),
+            );
+            self.update(next, None);
+        }
+    }
+
+    fn cancel(&mut self, id: JobId, reply: tokio::sync::oneshot::Sender<Result<pb::Job, Status>>) {
+        let Some(job) = self.jobs.get(&id) else {
+            // Not active here: it is terminal (or unknown); answer from etcd.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let answer = match store.get(&id).await {
+                    Ok(Some(job)) if job.state.is_terminal() => Err(Status::failed_precondition(
+                        format!("job {id} already ended as {}", job.state),
+                    )),
+                    Ok(Some(job)) => Ok(job_to_pb(&job)),
+                    Ok(None) => Err(Status::not_found(format!("no job {id}"))),
+                    Err(e) => Err(crate::convert::store_status(e)),
+                };
+                let _ = reply.send(answer);
+            });
+            return;
+        };
+        match apply(job, &Event::Cancel { now_ms: now_ms() }) {
+            Ok(next) => {
+                if next.state.is_active() {
+                    if let Some(worker) = next.worker_id.clone() {
+                        self.send(
+                            &worker,
+                            Out::Cancel(pb::Cancel {
+                                attempt: Some(pb::AttemptRef {
+                                    job_id: id.to_string(),
+                                    attempt: next.attempt,
+                                    epoch: self.fence.epoch(),
+                                }),
+                            }),
+                        );
+                    }
+                }
+                let after = AfterCommit::Reply(reply, Box::new(next.clone()));
+                self.update(next, Some(after));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
+            }
+        }
+    }
+
+    /// Assignments that the worker's heartbeats never confirmed are presumed lost.
+    fn check_unreported(&mut self) {
+        let mut stale = Vec::new();
+        for (worker, entry) in &self.workers {
+            if entry.conn.is_none() {
+                continue;
+            }
+            for (job, sent) in &entry.attempts {
+                if sent.elapsed() > ASSIGN_REPORT_GRACE {
+                    stale.push((worker.clone(), *job));
+                }
+            }
+        }
+        for (worker, job) in stale {
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                self.lose(
+                    &job,
+                    attempt,
+                    &worker,
+                    "worker has not reported the attempt",
+                );
+            }
+        }
+    }
+
+    fn finish_reconcile_if_done(&mut self) {
+        let Some(until) = self.reconcile_until else {
+            return;
+        };
+        let waiting = self
+            .workers
+            .values()
+            .any(|e| !e.attempts.is_empty() && e.conn.is_none());
+        if waiting && Instant::now() < until {
+            return;
+        }
+        self.reconcile_until = None;
+        let orphans: Vec<(WorkerId, JobId)> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.conn.is_none() || e.info.is_none())
+            .flat_map(|(w, e)| e.attempts.keys().map(move |j| (w.clone(), *j)))
+            .collect();
+        info!(orphans = orphans.len(), "reconciliation done; dispatching");
+        for (worker, job) in orphans {
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                self.lose(
+                    &job,
+                    attempt,
+                    &worker,
+                    "worker did not reconnect after leader change",
+                );
+            }
+        }
+    }
+
+    /// Least-loaded placement: each ready job, in priority then submission order,
+    /// goes to the feasible worker with the lowest fraction of slots in use.
+    fn dispatch(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let mut total_free: u32 = self
+            .workers
+            .values()
+            .filter(|e| e.placeable())
+            .map(|e| e.free())
+            .sum();
+        if total_free == 0 {
+            return;
+        }
+        let candidates: Vec<(Reverse<i32>, JobId)> = self.ready.iter().copied().collect();
+        for key in candidates {
+            if total_free == 0 {
+                break;
+            }
+            let (_, id) = key;
+            let Some(job) = self.jobs.get(&id) else {
+                self.ready.remove(&key);
+                continue;
+            };
+            let slots = job.spec.resources.slots;
+            let chosen = self
+                .workers
+                .iter()
+                .filter(|(_, e)| e.placeable() && e.free() >= slots)
+                .filter(|(_, e)| {
+                    e.info
+                        .as_ref()
+                        .is_some_and(|i| i.matches(&job.spec.constraints))
+                })
+                .min_by(|(a_id, a), (b_id, b)| {
+                    let load = |e: &WorkerEntry| {
+                        e.used as f64 / e.info.as_ref().map_or(1, |i| i.slots.max(1)) as f64
+                    };
+                    load(a).total_cmp(&load(b)).then_with(|| a_id.cmp(b_id))
+                })
+                .map(|(w, _)| w.clone());
+            let Some(worker) = chosen else { continue };
+            let event = Event::Assign {
+                worker: worker.clone(),
+                epoch: self.fence.epoch(),
+                now_ms: now_ms(),
+            };
+            let Ok(next) = apply(job, &event) else {
+                self.ready.remove(&key);
+                continue;
+            };
+            self.ready.remove(&key);
+            let Some(entry) = self.workers.get_mut(&worker) else {
+                continue;
+            };
+            entry.used += slots;
+            entry.attempts.insert(id, Instant::now());
+            total_free = total_free.saturating_sub(slots);
+            let Some(conn) = entry.conn.as_ref() else {
+                continue;
+            };
+            let assign = pb::CoordinatorMessage {
+                kind: Some(Out::Assign(pb::Assign {
+                    attempt: Some(pb::AttemptRef {
+                        job_id: id.to_string(),
+                        attempt: next.attempt,
+                        epoch: self.fence.epoch(),
+                    }),
+                    spec: Some(spec_to_pb(&next.spec)),
+                    trace_context: next.trace_context.clone().into_iter().collect(),
+                })),
+            };
+            let after = AfterCommit::Send {
+                tx: conn.tx.clone(),
+                msg: assign,
+                worker: worker.clone(),
+                job: Some((id, next.attempt)),
+            };
+            debug!(job_id = %id, worker_id = %worker, attempt = next.attempt, "job placed");
+            self.update(next, Some(after));
+        }
+    }
+
+    fn snapshot(&self) -> StatusSnapshot {
+        let mut workers: Vec<pb::Worker> = self
+            .workers
+            .iter()
+            .filter_map(|(_, e)| {
+                let info = e.info.as_ref()?;
+                let state = if info.draining {
+                    pb::WorkerState::Draining
+                } else if e.conn.is_some() {
+                    pb::WorkerState::Ready
+                } else {
+                    pb::WorkerState::Disconnected
+                };
+                Some(worker_to_pb(info, e.attempts.len() as u32, state))
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        let running = self.jobs.values().filter(|j| j.state.is_active()).count() as u64;
+        StatusSnapshot {
+            workers,
+            pending: self.jobs.len() as u64 - running,
+            running,
+        }
+    }
+}

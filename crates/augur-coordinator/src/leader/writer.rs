@@ -1,0 +1,170 @@
+//! The leader's write path: records to persist are queued here, coalesced per
+//! job (the latest record wins: etcd refuses two ops on one key in a transaction
+//! anyway) and committed in fenced batches, one transaction at a time. Whatever
+//! must only happen once a record is durable (sending an assignment, acknowledging
+//! a result, answering a cancel) rides along as an [`AfterCommit`] action.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use augur_core::{JobId, JobRecord};
+use augur_proto::v1 as pb;
+use augur_store::{Fence, JobStore, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{error, warn};
+
+use super::{LeaderInput, WorkerTx};
+use crate::convert::job_to_pb;
+
+/// Most records committed together (etcd's op limit splits it further).
+const MAX_BATCH: usize = 2048;
+
+/// Done once the records of its batch are durable.
+pub(crate) enum AfterCommit {
+    /// Send a message to a worker; on failure tell the brain the worker missed it.
+    Send {
+        tx: WorkerTx,
+        msg: pb::CoordinatorMessage,
+        worker: augur_core::WorkerId,
+        job: Option<(JobId, u32)>,
+    },
+    /// Answer an API call with the record as written.
+    Reply(oneshot::Sender<Result<pb::Job, Status>>, Box<JobRecord>),
+}
+
+pub(crate) struct WriteRequest {
+    pub record: JobRecord,
+    pub after: Option<AfterCommit>,
+}
+
+/// Handle used by the brain to queue writes.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::UnboundedSender<WriteRequest>,
+}
+
+impl Writer {
+    pub fn push(&self, record: JobRecord, after: Option<AfterCommit>) {
+        // The writer only stops when leadership ends; then nothing may be written.
+        let _ = self.tx.send(WriteRequest { record, after });
+    }
+}
+
+/// Starts the writer task. It ends when `demote` fires or, on a failed fence,
+/// fires `demote` itself.
+pub(crate) fn spawn(
+    store: JobStore,
+    fence: Fence,
+    demote: CancellationToken,
+    brain: mpsc::UnboundedSender<LeaderInput>,
+) -> (Writer, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = tokio::spawn(run(store, fence, demote, rx, brain));
+    (Writer { tx }, handle)
+}
+
+async fn run(
+    store: JobStore,
+    fence: Fence,
+    demote: CancellationToken,
+    mut rx: mpsc::UnboundedReceiver<WriteRequest>,
+    brain: mpsc::UnboundedSender<LeaderInput>,
+) {
+    let mut records: Vec<JobRecord> = Vec::new();
+    let mut index: HashMap<JobId, usize> = HashMap::new();
+    let mut actions: Vec<AfterCommit> = Vec::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if records.is_empty() {
+            tokio::select! {
+                _ = demote.cancelled() => return,
+                req = rx.recv() => match req {
+                    Some(req) => add(&mut records, &mut index, &mut actions, req),
+                    None => return,
+                },
+            }
+        }
+        while records.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => add(&mut records, &mut index, &mut actions, req),
+                Err(_) => break,
+            }
+        }
+        let refs: Vec<&JobRecord> = records.iter().collect();
+        let result = tokio::select! {
+            _ = demote.cancelled() => return,
+            r = store.commit(&fence, &refs) => r,
+        };
+        match result {
+            Ok(()) => {
+                backoff = Duration::from_millis(50);
+                records.clear();
+                index.clear();
+                for action in actions.drain(..) {
+                    run_action(action, &brain);
+                }
+            }
+            Err(StoreError::Fenced { epoch }) => {
+                error!(
+                    epoch,
+                    "fencing guard failed: no longer leader, stopping dispatch"
+                );
+                demote.cancel();
+                return;
+            }
+            Err(e) => {
+                // Keep the batch; new records keep coalescing into it.
+                warn!(error = %e, pending = records.len(), "leader write failed; retrying");
+                tokio::select! {
+                    _ = demote.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn add(
+    records: &mut Vec<JobRecord>,
+    index: &mut HashMap<JobId, usize>,
+    actions: &mut Vec<AfterCommit>,
+    req: WriteRequest,
+) {
+    match index.get(&req.record.id) {
+        Some(&i) => records[i] = req.record,
+        None => {
+            index.insert(req.record.id, records.len());
+            records.push(req.record);
+        }
+    }
+    if let Some(a) = req.after {
+        actions.push(a);
+    }
+}
+
+fn run_action(action: AfterCommit, brain: &mpsc::UnboundedSender<LeaderInput>) {
+    match action {
+        AfterCommit::Send {
+            tx,
+            msg,
+            worker,
+            job,
+        } => {
+            if tx.send(Ok(msg)).is_err() {
+                if let Some((job, attempt)) = job {
+                    let _ = brain.send(LeaderInput::SendFailed {
+                        worker,
+                        job,
+                        attempt,
+                    });
+                }
+            }
+        }
+        AfterCommit::Reply(reply, record) => {
+            let _ = reply.send(Ok(job_to_pb(&record)));
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The `WorkerService`: one bidirectional stream per worker, served by the leader
+//! only. Messages in both directions are relayed to and from the brain.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use augur_core::WorkerId;
+use augur_proto::v1 as pb;
+use augur_proto::v1::worker_service_server::WorkerService;
+use futures::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, Instrument};
+
+use crate::leader::LeaderInput;
+use crate::Shared;
+
+pub struct Streams {
+    pub(crate) shared: Arc<Shared>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerService for Streams {
+    type AttachStream = Outbound;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let Some(leader) = self.shared.leader() else {
+            return Err(Status::failed_precondition(format!(
+                "{} is not the leader; attach to the leader named in the election",
+                self.shared.node_id
+            )));
+        };
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream ended before hello"))?;
+        let Some(pb::worker_message::Kind::Hello(hello)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be hello"));
+        };
+        let worker = WorkerId::new(hello.worker_id.clone())
+            .map_err(|e| Status::invalid_argument(format!("hello.worker_id: {e}")))?;
+        let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        leader.send(LeaderInput::Attached {
+            worker: worker.clone(),
+            conn,
+            hello,
+            tx,
+        })?;
+        // Relay inbound messages until the worker or the leadership goes away.
+        let span = tracing::info_span!("worker_stream", worker_id = %worker, conn);
+        tokio::spawn(
+            async move {
+                while let Some(item) = inbound.next().await {
+                    let Ok(msg) = item else { break };
+                    let Some(kind) = msg.kind else { continue };
+                    if leader
+                        .send(LeaderInput::Message {
+                            worker: worker.clone(),
+                            conn,
+                            msg: kind,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                debug!("worker stream ended");
+                let _ = leader.send(LeaderInput::Detached { worker, conn });
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}

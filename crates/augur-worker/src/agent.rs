@@ -1,0 +1,437 @@
+//! The worker agent: registers under its own lease, keeps one stream to whoever
+//! leads, runs what it is assigned and reports results, re-sending buffered
+//! results after every reconnect until they are acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use augur_core::{now_ms, JobId, WorkerId, WorkerInfo};
+use augur_proto::v1 as pb;
+use augur_proto::v1::coordinator_message::Kind as In;
+use augur_proto::v1::worker_message::Kind as Out;
+use augur_proto::v1::worker_service_client::WorkerServiceClient;
+use augur_store::{Keys, Leadership, LeaseHandle, WorkerRegistry};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::buffer::{BufferedResult, ResultBuffer};
+use crate::convert::{finished_message, spec_from_pb};
+use crate::executor::{ExecRequest, Executor};
+use crate::output::OutputStore;
+use crate::WorkerError;
+
+/// Everything a worker needs to run.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub node_id: String,
+    pub etcd_endpoints: Vec<String>,
+    pub prefix: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    pub executor: Executor,
+    pub lease_ttl: Duration,
+    pub etcd_timeout: Duration,
+    /// Most finished results kept while unacknowledged.
+    pub max_buffered: usize,
+    /// How long full output tails stay on disk.
+    pub output_retention: Duration,
+    pub heartbeat: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(node_id: &str, etcd_endpoints: Vec<String>, data_dir: PathBuf) -> Self {
+        WorkerConfig {
+            node_id: node_id.to_string(),
+            etcd_endpoints,
+            prefix: "/augur".into(),
+            slots: 4,
+            labels: BTreeMap::new(),
+            data_dir,
+            executor: Executor::Process(Default::default()),
+            lease_ttl: Duration::from_secs(5),
+            etcd_timeout: Duration::from_secs(5),
+            max_buffered: 10_000,
+            output_retention: Duration::from_secs(24 * 3600),
+            heartbeat: Duration::from_secs(2),
+        }
+    }
+}
+
+type Outbound = mpsc::UnboundedSender<pb::WorkerMessage>;
+
+struct Attempt {
+    epoch: i64,
+    cancel: CancellationToken,
+}
+
+/// State shared by the stream loop and the job tasks.
+struct Agent {
+    id: WorkerId,
+    config: WorkerConfig,
+    buffer: ResultBuffer,
+    output: OutputStore,
+    running: Mutex<HashMap<(JobId, u32), Attempt>>,
+    /// The current stream's sender, if connected.
+    outbound: Mutex<Option<Outbound>>,
+    highest_epoch: Mutex<i64>,
+}
+
+impl Agent {
+    fn send(&self, kind: Out) {
+        let guard = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = guard.as_ref() {
+            let _ = tx.send(pb::WorkerMessage { kind: Some(kind) });
+        }
+    }
+
+    /// Attempts running now plus those whose results await acknowledgement.
+    fn held_attempts(&self) -> Vec<pb::AttemptRef> {
+        let mut held: Vec<pb::AttemptRef> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((job, attempt), a)| pb::AttemptRef {
+                job_id: job.to_string(),
+                attempt: *attempt,
+                epoch: a.epoch,
+            })
+            .collect();
+        for r in self.buffer.pending() {
+            held.push(pb::AttemptRef {
+                job_id: r.job_id,
+                attempt: r.attempt,
+                epoch: r.epoch,
+            });
+        }
+        held
+    }
+}
+
+/// Runs a worker until `shutdown` fires.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let id = WorkerId::new(config.node_id.clone())
+        .map_err(|e| WorkerError::Config(format!("--node-id: {e}")))?;
+    let buffer = ResultBuffer::open(&config.data_dir.join("results"), config.max_buffered)?;
+    let output = OutputStore::open(&config.data_dir.join("output"))?;
+    let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
+    let keys = Keys::new(&config.prefix);
+    let registry = WorkerRegistry::new(client.clone(), keys.clone());
+    let leadership = Leadership::new(client.clone(), keys);
+    let agent = Arc::new(Agent {
+        id,
+        config: config.clone(),
+        buffer,
+        output,
+        running: Mutex::new(HashMap::new()),
+        outbound: Mutex::new(None),
+        highest_epoch: Mutex::new(0),
+    });
+    info!(worker_id = %agent.id, slots = config.slots, executor = config.executor.kind(), buffered = agent.buffer.len(), "worker starting");
+
+    let registration = tokio::spawn(
+        keep_registered(agent.clone(), registry, client, shutdown.clone())
+            .instrument(tracing::info_span!("registration")),
+    );
+    let purge = tokio::spawn(purge_outputs(agent.clone(), shutdown.clone()));
+
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match session(&agent, &leadership, &shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                debug!(error = %e, "no stream to the leader");
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+
+    // Stop what runs; its results stay in the buffer for the next start.
+    let running: Vec<CancellationToken> = agent
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|a| a.cancel.clone())
+        .collect();
+    for token in running {
+        token.cancel();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !agent
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for task in [registration, purge] {
+        let _ = task.await;
+    }
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Registers under a lease and re-registers under a new one whenever it is lost.
+async fn keep_registered(
+    agent: Arc<Agent>,
+    registry: WorkerRegistry,
+    client: augur_store::EtcdClient,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let attempt = async {
+            let lease = LeaseHandle::grant(&client, agent.config.lease_ttl).await?;
+            let info = WorkerInfo {
+                id: agent.id.clone(),
+                slots: agent.config.slots,
+                labels: agent.config.labels.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                executor: agent.config.executor.kind().to_string(),
+                registered_at_ms: now_ms(),
+                lease_id: lease.id(),
+                draining: false,
+            };
+            registry.register(&info, &lease).await?;
+            Ok::<_, augur_store::StoreError>(lease)
+        };
+        match attempt.await {
+            Ok(lease) => {
+                info!(lease_id = lease.id(), "registered");
+                let lost = lease.lost();
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = lease.revoke().await;
+                        return;
+                    }
+                    _ = lost.cancelled() => warn!("registration lease lost; registering again"),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "registration failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn purge_outputs(agent: Arc<Agent>, shutdown: CancellationToken) {
+    loop {
+        let output = agent.output.clone();
+        let age = agent.config.output_retention;
+        match tokio::task::spawn_blocking(move || output.purge_older_than(age)).await {
+            Ok(Ok(n)) if n > 0 => info!(removed = n, "old job outputs removed"),
+            Ok(Err(e)) => warn!(error = %e, "output purge failed"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+/// One stream to the current leader, until it breaks.
+async fn session(
+    agent: &Arc<Agent>,
+    leadership: &Leadership,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
+    let mut client = WorkerServiceClient::connect(leader.address.clone()).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hello = pb::Hello {
+        worker_id: agent.id.to_string(),
+        running: agent.held_attempts(),
+        highest_epoch: *agent
+            .highest_epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    };
+    let _ = tx.send(pb::WorkerMessage {
+        kind: Some(Out::Hello(hello)),
+    });
+    let mut inbound = client
+        .attach(UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    info!(leader = %leader.node_id, epoch = leader.epoch, "attached to leader");
+    // Results the previous leader never acknowledged.
+    for result in agent.buffer.pending() {
+        let _ = tx.send(pb::WorkerMessage {
+            kind: Some(Out::Finished(finished_message(&result))),
+        });
+    }
+    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = heartbeat.tick() => {
+                let running = agent.held_attempts();
+                let beat = pb::Heartbeat { running_count: running.len() as u32, running };
+                let _ = tx.send(pb::WorkerMessage { kind: Some(Out::Heartbeat(beat)) });
+            }
+            msg = inbound.message() => {
+                let Some(msg) = msg? else { return Ok(()) };
+                if let Some(kind) = msg.kind {
+                    handle(agent, kind);
+                }
+            }
+        }
+    }
+}
+
+fn handle(agent: &Arc<Agent>, msg: In) {
+    match msg {
+        In::Welcome(w) => {
+            let mut highest = agent
+                .highest_epoch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *highest = (*highest).max(w.epoch);
+        }
+        In::Assign(assign) => {
+            let (Some(attempt), Some(spec)) = (assign.attempt, assign.spec) else {
+                return;
+            };
+            let highest = *agent
+                .highest_epoch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if attempt.epoch < highest {
+                warn!(job_id = %attempt.job_id, epoch = attempt.epoch, highest, "assignment from a stale leader refused");
+                return;
+            }
+            let (Ok(job_id), Ok(spec)) = (attempt.job_id.parse::<JobId>(), spec_from_pb(spec))
+            else {
+                warn!(job_id = %attempt.job_id, "malformed assignment ignored");
+                return;
+            };
+            let cancel = CancellationToken::new();
+            {
+                let mut running = agent.running.lock().unwrap_or_else(|p| p.into_inner());
+                if running.contains_key(&(job_id, attempt.attempt)) {
+                    return;
+                }
+                running.insert(
+                    (job_id, attempt.attempt),
+                    Attempt {
+                        epoch: attempt.epoch,
+                        cancel: cancel.clone(),
+                    },
+                );
+            }
+            let mut extra_env = Vec::new();
+            if let Some(tp) = assign.trace_context.get("traceparent") {
+                extra_env.push(("TRACEPARENT".to_string(), tp.clone()));
+            }
+            let request = ExecRequest {
+                job_id,
+                attempt: attempt.attempt,
+                spec,
+                extra_env,
+            };
+            let span = tracing::info_span!("job", job_id = %job_id, attempt = attempt.attempt);
+            tokio::spawn(
+                run_attempt(agent.clone(), request, attempt.epoch, cancel).instrument(span),
+            );
+        }
+        In::Cancel(cancel) => {
+            let Some(attempt) = cancel.attempt else {
+                return;
+            };
+            let Ok(job_id) = attempt.job_id.parse::<JobId>() else {
+                return;
+            };
+            let running = agent.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(a) = running.get(&(job_id, attempt.attempt)) {
+                info!(job_id = %job_id, attempt = attempt.attempt, "cancelling attempt");
+                a.cancel.cancel();
+            }
+        }
+        In::Ack(ack) => {
+            let Some(attempt) = ack.attempt else { return };
+            let buffer = agent.buffer.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = buffer.ack(&attempt.job_id, attempt.attempt) {
+                    warn!(error = %e, "could not drop acknowledged result");
+                }
+            });
+        }
+        In::Drain(_) => info!("drain requested by the leader"),
+    }
+}
+
+/// Runs one attempt, keeps its result durable, then reports it.
+async fn run_attempt(
+    agent: Arc<Agent>,
+    request: ExecRequest,
+    epoch: i64,
+    cancel: CancellationToken,
+) {
+    let job_id = request.job_id;
+    let attempt = request.attempt;
+    let (started_tx, started_rx) = oneshot::channel::<(Option<u32>, i64)>();
+    let reporter = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Ok((pid, started_at_ms)) = started_rx.await {
+                agent.send(Out::Started(pb::Started {
+                    attempt: Some(pb::AttemptRef {
+                        job_id: job_id.to_string(),
+                        attempt,
+                        epoch,
+                    }),
+                    started_at_ms,
+                    pid: pid.unwrap_or(0),
+                }));
+            }
+        })
+    };
+    let result = agent.config.executor.run(request, cancel, started_tx).await;
+    let _ = reporter.await;
+    let buffered = BufferedResult::from_exec(&job_id.to_string(), attempt, epoch, &result);
+    let store = agent.clone();
+    let durable = tokio::task::spawn_blocking(move || {
+        if !result.stdout_tail.is_empty() || !result.stderr_tail.is_empty() {
+            if let Err(e) = store.output.save(
+                &job_id.to_string(),
+                attempt,
+                &result.stdout_tail,
+                &result.stderr_tail,
+            ) {
+                warn!(error = %e, "could not keep job output on disk");
+            }
+        }
+        store.buffer.push(&buffered).map(|_| buffered)
+    })
+    .await;
+    agent
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&(job_id, attempt));
+    match durable {
+        Ok(Ok(buffered)) => agent.send(Out::Finished(finished_message(&buffered))),
+        Ok(Err(e)) => {
+            warn!(error = %e, "result could not be buffered; the attempt will be treated as lost")
+        }
+        Err(e) => warn!(error = %e, "result buffering task failed"),
+    }
+}

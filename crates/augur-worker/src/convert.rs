@@ -1,0 +1,42 @@
+//! Wire conversions for the worker: assignments in, results out.
+
+use augur_core::JobSpec;
+use augur_proto::v1 as pb;
+
+use crate::buffer::BufferedResult;
+
+/// The spec of an assignment. The leader only sends validated specs; validating
+/// again costs little and keeps a confused peer from running something odd.
+pub fn spec_from_pb(spec: pb::JobSpec) -> Result<JobSpec, augur_core::ValidationError> {
+    augur_core::JobSpecInput::from(spec).validate()
+}
+
+/// A buffered result as the Finished message.
+pub fn finished_message(r: &BufferedResult) -> pb::Finished {
+    let outcome = match r.outcome.as_str() {
+        "exited" => pb::Outcome::Exited,
+        "timed_out" => pb::Outcome::TimedOut,
+        "cancelled" => pb::Outcome::Cancelled,
+        "start_failed" => pb::Outcome::StartFailed,
+        _ => pb::Outcome::Unspecified,
+    };
+    pb::Finished {
+        attempt: Some(pb::AttemptRef {
+            job_id: r.job_id.clone(),
+            attempt: r.attempt,
+            epoch: r.epoch,
+        }),
+        outcome: outcome as i32,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        runtime_ms: r.usage.runtime_ms,
+        user_cpu_us: r.usage.user_cpu_us,
+        system_cpu_us: r.usage.system_cpu_us,
+        max_rss_kb: r.usage.max_rss_kb,
+        stdout_tail: r.stdout_tail.clone(),
+        stderr_tail: r.stderr_tail.clone(),
+        message: r.message.clone(),
+    }
+}

@@ -1,0 +1,16 @@
+//! End-to-end tests against a real cluster: etcd from Debian's `etcd-server`, and
+//! `augur coordinator` / `augur worker` processes built from this workspace.
+//!
+//! Build the binary first (`cargo build -p augur-cli`), or point `AUGUR_BIN` at one.
+//! Every test starts its own cluster; `Cluster::start` serialises them (see the
+//! harness docs), so `cargo test -p augur-e2e` and `cargo nextest run -p augur-e2e`
+//! are both safe on a two-core machine.
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/load.rs"]
+mod load;
+#[path = "e2e/worker_failure.rs"]
+mod worker_failure;
