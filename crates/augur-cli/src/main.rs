@@ -1,1 +1,104 @@
-fn main() {}
+//! `augur`: the one binary. Subcommands run a coordinator, a worker or a whole
+//! dev cluster, or talk to a cluster's API.
+
+mod bench;
+mod client;
+mod dev;
+mod etcd;
+mod logging;
+mod render;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "augur", version, about = "Augur: a distributed job scheduler that is observable first and places work adaptively")]
+struct Cli {
+    /// Coordinator API endpoint.
+    #[arg(long, global = true, env = "AUGUR_ENDPOINT", default_value = "http://127.0.0.1:7070")]
+    endpoint: String,
+    /// Output format of reading commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Log format of long-running commands.
+    #[arg(long, global = true, value_enum, env = "AUGUR_LOG_FORMAT", default_value_t = logging::LogFormat::Json)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run etcd, a coordinator and workers on this machine, for trying Augur out.
+    Dev(dev::DevArgs),
+    /// Run a coordinator.
+    Coordinator(serve::CoordinatorArgs),
+    /// Run a worker.
+    Worker(serve::WorkerArgs),
+    /// Submit a job; prints its id.
+    Submit(client::SubmitArgs),
+    /// Show one job.
+    Get(client::GetArgs),
+    /// List jobs.
+    List(client::ListArgs),
+    /// Cancel a job.
+    Cancel(client::GetArgs),
+    /// List workers.
+    Workers,
+    /// Show the leader, its epoch and the workers.
+    Cluster,
+    /// Measure throughput and latency on a cluster of its own.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => {
+                logging::init(cli.log_format, "info");
+                dev::run(args).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Coordinator(args) => {
+                logging::init(cli.log_format, "info");
+                serve::coordinator(args).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Worker(args) => {
+                logging::init(cli.log_format, "info");
+                serve::worker(args).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Bench(args) => {
+                logging::init(cli.log_format, "warn");
+                bench::run(args, cli.output).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Submit(args) => client::submit(&cli.endpoint, cli.output, args).await,
+            Command::Get(args) => client::get(&cli.endpoint, cli.output, args).await,
+            Command::List(args) => client::list(&cli.endpoint, cli.output, args).await,
+            Command::Cancel(args) => client::cancel(&cli.endpoint, cli.output, args).await,
+            Command::Workers => client::workers(&cli.endpoint, cli.output).await,
+            Command::Cluster => client::cluster(&cli.endpoint, cli.output).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", client::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Subcommands that talk to a cluster's API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use augur_core::{JobSpecInput, JobState};
+use augur_proto::v1 as pb;
+use augur_proto::v1::job_service_client::JobServiceClient;
+use clap::Args;
+use tonic::transport::Channel;
+
+use crate::render;
+use crate::Output;
+
+/// Exit codes of `submit --wait` for jobs that did not succeed.
+pub const EXIT_FAILED: u8 = 10;
+pub const EXIT_TIMED_OUT: u8 = 11;
+pub const EXIT_CANCELLED: u8 = 12;
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Job class name (default: the command's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Higher runs first (-1000..=1000).
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Per-attempt time limit, e.g. "30s", "10m".
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Retries after a failure of the job itself (attempts = retries + 1).
+    #[arg(long)]
+    retries: Option<u32>,
+    /// First retry backoff, e.g. "1s"; doubles per retry, with jitter.
+    #[arg(long)]
+    backoff: Option<String>,
+    /// Cap of the retry backoff, e.g. "5m".
+    #[arg(long)]
+    max_backoff: Option<String>,
+    /// Submitting twice with one key yields one job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Label k=v (repeatable).
+    #[arg(long = "label", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// Worker label the job requires, k=v (repeatable).
+    #[arg(long = "constraint", value_parser = parse_key_value)]
+    constraints: Vec<(String, String)>,
+    /// Environment variable K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Working directory (absolute).
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Slots the job occupies.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// A JSON or TOML job spec file; flags given too override its fields.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Wait for the job to end; exit 0 only if it succeeded (10 failed, 11 timed out, 12 cancelled).
+    #[arg(long)]
+    wait: bool,
+    /// Command and arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Job id.
+    id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only jobs in this state (repeatable).
+    #[arg(long = "state")]
+    states: Vec<String>,
+    /// At most this many jobs (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+pub async fn connect(endpoint: &str) -> anyhow::Result<JobServiceClient<Channel>> {
+    let channel = Channel::from_shared(endpoint.to_string())
+        .with_context(|| format!("--endpoint {endpoint:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {endpoint} (is `augur dev` or a coordinator running?)"))?;
+    Ok(JobServiceClient::new(channel))
+}
+
+/// An error for humans: gRPC statuses as "Code: message".
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    format!("{err:#}")
+}
+
+fn read_spec_file(path: &PathBuf) -> anyhow::Result<JobSpecInput> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let spec = if is_toml {
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
+    };
+    Ok(spec)
+}
+
+pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let mut spec = match &args.file {
+        Some(path) => read_spec_file(path)?,
+        None => JobSpecInput::default(),
+    };
+    if let Some((command, rest)) = args.command.split_first() {
+        spec.command = command.clone();
+        spec.args = rest.to_vec();
+    } else if args.file.is_none() {
+        bail!("InvalidArgument: no command given; write it after `--`, e.g. `augur submit -- echo hello`");
+    }
+    if let Some(v) = args.name {
+        spec.name = v;
+    }
+    if let Some(v) = args.priority {
+        spec.priority = v;
+    }
+    if let Some(v) = args.timeout {
+        spec.timeout = v;
+    }
+    if let Some(v) = args.retries {
+        spec.retry.max_attempts = v.saturating_add(1);
+    }
+    if let Some(v) = args.backoff {
+        spec.retry.initial_backoff = v;
+    }
+    if let Some(v) = args.max_backoff {
+        spec.retry.max_backoff = v;
+    }
+    if let Some(v) = args.idempotency_key {
+        spec.idempotency_key = v;
+    }
+    if let Some(v) = args.workdir {
+        spec.working_dir = v;
+    }
+    if let Some(v) = args.slots {
+        spec.resources.slots = v;
+    }
+    spec.labels.extend(args.labels);
+    spec.constraints.extend(args.constraints);
+    spec.env.extend(args.env);
+
+    let mut client = connect(endpoint).await?;
+    let response = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec.into()) })
+        .await?
+        .into_inner();
+    println!("{}", response.job_id);
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = wait_for_end(&mut client, &response.job_id).await?;
+    if output == Output::Json {
+        println!("{}", render::job_json(&job));
+    }
+    let code = match pb::JobState::try_from(job.state) {
+        Ok(pb::JobState::Succeeded) => 0,
+        Ok(pb::JobState::TimedOut) => EXIT_TIMED_OUT,
+        Ok(pb::JobState::Cancelled) => EXIT_CANCELLED,
+        _ => EXIT_FAILED,
+    };
+    if code != 0 {
+        eprintln!("job {} ended {}: {}", job.id, render::state_name(job.state), job.message);
+    }
+    Ok(ExitCode::from(code))
+}
+
+async fn wait_for_end(client: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<pb::Job> {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let job = client
+            .get_job(pb::GetJobRequest { job_id: id.to_string() })
+            .await?
+            .into_inner();
+        if render::is_terminal(job.state) {
+            return Ok(job);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+pub async fn get(endpoint: &str, output: Output, args: GetArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(endpoint).await?;
+    let job = client.get_job(pb::GetJobRequest { job_id: args.id }).await?.into_inner();
+    match output {
+        Output::Json => println!("{}", render::job_json(&job)),
+        Output::Table => print!("{}", render::job_detail(&job)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(endpoint: &str, output: Output, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let states = args
+        .states
+        .iter()
+        .map(|s| s.parse::<JobState>().map(|st| augur_coordinator::convert::state_to_pb(st) as i32))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("InvalidArgument: --state: {e}"))?;
+    let mut client = connect(endpoint).await?;
+    let mut jobs = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(pb::ListJobsRequest { states: states.clone(), page_size: 1000, page_token: token })
+            .await?
+            .into_inner();
+        jobs.extend(page.jobs);
+        if let Some(limit) = args.limit {
+            if jobs.len() >= limit {
+                jobs.truncate(limit);
+                break;
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match output {
+        Output::Json => {
+            let values: Vec<serde_json::Value> = jobs.iter().map(render::job_value).collect();
+            println!("{}", serde_json::Value::Array(values));
+        }
+        Output::Table => print!("{}", render::job_table(&jobs)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(endpoint: &str, output: Output, args: GetArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(endpoint).await?;
+    let response = client.cancel_job(pb::CancelJobRequest { job_id: args.id }).await?.into_inner();
+    let job = response.job.context("coordinator answered without the job")?;
+    match output {
+        Output::Json => println!("{}", render::job_json(&job)),
+        Output::Table if job.cancel_requested && !render::is_terminal(job.state) => {
+            println!("{}: cancel requested (attempt {} is being stopped)", job.id, job.attempts)
+        }
+        Output::Table => println!("{}: {}", job.id, render::state_name(job.state)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn workers(endpoint: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let mut client = connect(endpoint).await?;
+    let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
+    match output {
+        Output::Json => {
+            let values: Vec<serde_json::Value> = workers.iter().map(render::worker_value).collect();
+            println!("{}", serde_json::Value::Array(values));
+        }
+        Output::Table => print!("{}", render::worker_table(&workers)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cluster(endpoint: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let mut client = connect(endpoint).await?;
+    let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+    match output {
+        Output::Json => println!("{}", render::cluster_value(&status)),
+        Output::Table => {
+            let leader = if status.leader.is_empty() { "(none)" } else { &status.leader };
+            println!("leader:   {leader} {}", status.leader_address);
+            println!("epoch:    {}", status.epoch);
+            println!("jobs:     {} pending, {} running", status.pending_jobs, status.running_jobs);
+            println!("answered: {}", status.answered_by);
+            print!("{}", render::worker_table(&status.workers));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

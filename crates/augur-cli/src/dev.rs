@@ -1,0 +1,220 @@
+//! `augur dev`: a whole cluster on one machine. etcd runs as a child process on
+//! free ports; one coordinator and N workers run inside this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use augur_coordinator::CoordinatorConfig;
+use augur_proto::v1 as pb;
+use augur_worker::WorkerConfig;
+use clap::Args;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::etcd::{find_etcd, EtcdChild};
+use crate::serve::shutdown_on_signal;
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// Keep etcd data and worker buffers here (default: a temporary directory removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Coordinator API address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// etcd binary (default: `etcd` on PATH).
+    #[arg(long)]
+    etcd_bin: Option<PathBuf>,
+    /// Also submit a small mixed workload and show how it ends.
+    #[arg(long)]
+    demo: bool,
+}
+
+/// A cluster running in this process, on an etcd child.
+pub struct LocalCluster {
+    pub etcd: EtcdChild,
+    pub endpoint: String,
+    stop: CancellationToken,
+    tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// What a local cluster looks like.
+pub struct LocalSpec {
+    pub data_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub workers: u32,
+    pub slots: u32,
+    pub executor: augur_worker::executor::Executor,
+    pub etcd_bin: Option<PathBuf>,
+    pub max_txn_ops: usize,
+    pub retention_count: usize,
+}
+
+impl LocalCluster {
+    pub async fn start(spec: LocalSpec) -> anyhow::Result<Self> {
+        let bin = find_etcd(spec.etcd_bin.as_deref())?;
+        let (temp, dir) = match spec.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::Builder::new().prefix("augur-dev-").tempdir().context("cannot make a temporary directory")?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let etcd = EtcdChild::start(&bin, &dir, spec.max_txn_ops).await?;
+        let listener = tokio::net::TcpListener::bind(spec.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another augur running? use --listen)", spec.listen))?;
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let mut config = CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
+        config.lease_ttl = Duration::from_secs(2);
+        config.max_txn_ops = spec.max_txn_ops;
+        config.retention_count = spec.retention_count;
+        let token = stop.clone();
+        tasks.push((
+            "coordinator".to_string(),
+            tokio::spawn(async move { augur_coordinator::run_on(config, listener, token).await.map_err(anyhow::Error::from) }),
+        ));
+        for i in 1..=spec.workers {
+            let name = format!("dev-worker-{i}");
+            let mut config = WorkerConfig::new(&name, vec![etcd.endpoint.clone()], dir.join(&name));
+            config.slots = spec.slots;
+            config.lease_ttl = Duration::from_secs(2);
+            config.executor = spec.executor.clone();
+            config.labels.insert("dev".into(), "true".into());
+            let token = stop.clone();
+            tasks.push((name, tokio::spawn(async move { augur_worker::run(config, token).await.map_err(anyhow::Error::from) })));
+        }
+        let cluster = LocalCluster { etcd, endpoint, stop, tasks, _temp: temp };
+        cluster.wait_ready(spec.workers as usize).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until a leader is elected and every worker is attached.
+    async fn wait_ready(&self, workers: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut client) = crate::client::connect(&self.endpoint).await {
+                if let Ok(status) = client.cluster_status(pb::ClusterStatusRequest {}).await {
+                    let s = status.into_inner();
+                    let ready = s.workers.iter().filter(|w| w.state == pb::WorkerState::Ready as i32).count();
+                    if !s.leader.is_empty() && ready >= workers {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some((name, _)) = self.tasks.iter().find(|(_, t)| t.is_finished()) {
+                anyhow::bail!("{name} stopped during start-up; see the log above");
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the cluster did not become ready in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops workers, coordinator and etcd, in that order of shutdown signals.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("{name}: {e:#}"),
+                Ok(Err(e)) => eprintln!("{name}: task failed: {e}"),
+                Err(_) => eprintln!("{name}: did not stop within 15 s"),
+            }
+        }
+        self.etcd.stop().await;
+    }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let cluster = LocalCluster::start(LocalSpec {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        workers: args.workers,
+        slots: args.slots,
+        executor: augur_worker::executor::Executor::Process(Default::default()),
+        etcd_bin: args.etcd_bin,
+        max_txn_ops: 1024,
+        retention_count: 10_000,
+    })
+    .await?;
+    println!();
+    println!("augur dev is running (insecure: loopback only, no authentication)");
+    println!("  API        {}   (export AUGUR_ENDPOINT={})", cluster.endpoint, cluster.endpoint);
+    println!("  etcd       {}", cluster.etcd.endpoint);
+    println!("  workers    {} x {} slots", args.workers, args.slots);
+    println!("try:  augur submit --wait -- echo hello   |   augur list   |   augur cluster");
+    println!("Ctrl-C stops everything.");
+    println!();
+    if args.demo {
+        if let Err(e) = demo(&cluster.endpoint).await {
+            eprintln!("demo workload failed: {e:#}");
+        }
+    }
+    shutdown.cancelled().await;
+    cluster.stop().await;
+    Ok(())
+}
+
+/// A small mixed workload: quick successes, a retried failure, a timeout, and a
+/// cancelled long job, then a table of how each ended.
+async fn demo(endpoint: &str) -> anyhow::Result<()> {
+    let mut client = crate::client::connect(endpoint).await?;
+    let mut ids = Vec::new();
+    let submit = |name: &str, cmd: &[&str], timeout: &str, attempts: u32| {
+        let spec = augur_core::JobSpecInput {
+            name: name.to_string(),
+            command: cmd[0].to_string(),
+            args: cmd[1..].iter().map(|s| s.to_string()).collect(),
+            timeout: timeout.to_string(),
+            retry: augur_core::spec::RetryInput { max_attempts: attempts, initial_backoff: "500ms".into(), ..Default::default() },
+            ..Default::default()
+        };
+        pb::SubmitJobRequest { spec: Some(spec.into()) }
+    };
+    let mut requests = Vec::new();
+    for i in 0..12 {
+        requests.push(submit("hello", &["sh", "-c", &format!("echo hello from job {i} attempt $AUGUR_ATTEMPT; sleep 0.{i}")], "", 1));
+    }
+    requests.push(submit("compute", &["sh", "-c", "seq 1 200000 | sort -n | tail -1"], "30s", 1));
+    requests.push(submit("flaky", &["sh", "-c", "echo trying; [ \"$AUGUR_ATTEMPT\" -ge 3 ]"], "", 3));
+    requests.push(submit("always-fails", &["sh", "-c", "echo boom >&2; exit 3"], "", 2));
+    requests.push(submit("too-slow", &["sleep", "60"], "1s", 1));
+    requests.push(submit("long", &["sleep", "300"], "", 1));
+    for r in requests {
+        ids.push(client.submit_job(r).await?.into_inner().job_id);
+    }
+    println!("demo: submitted {} jobs", ids.len());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let long = ids.last().cloned().unwrap_or_default();
+    client.cancel_job(pb::CancelJobRequest { job_id: long }).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut jobs = Vec::new();
+        for id in &ids {
+            jobs.push(client.get_job(pb::GetJobRequest { job_id: id.clone() }).await?.into_inner());
+        }
+        if jobs.iter().all(|j| crate::render::is_terminal(j.state)) || tokio::time::Instant::now() > deadline {
+            print!("{}", crate::render::job_table(&jobs));
+            println!("demo: done. `augur get ID` shows a job's output and history.");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,202 @@
+//! `augur coordinator` and `augur worker`: long-running server processes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use augur_coordinator::CoordinatorConfig;
+use augur_worker::executor::{Executor, ProcessConfig};
+use augur_worker::WorkerConfig;
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"5s\""))
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("KiB") {
+        (n, 1024)
+    } else if let Some(n) = t.strip_suffix("MiB") {
+        (n, 1024 * 1024)
+    } else {
+        (t, 1)
+    };
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 4096, \"4KiB\" or \"1MiB\""))
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn split_endpoints(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "AUGUR_ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: String,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, env = "AUGUR_ETCD_PREFIX", default_value = "/augur")]
+    pub etcd_prefix: String,
+    /// etcd request timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub etcd_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "AUGUR_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: std::net::SocketAddr,
+    /// URL others use to reach this coordinator (default: http://LISTEN).
+    #[arg(long, env = "AUGUR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Metrics listen address (served from the observability work; accepted now so deployments stay stable).
+    #[arg(long, env = "AUGUR_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Unique node id.
+    #[arg(long, env = "AUGUR_NODE_ID", default_value = "coordinator-1")]
+    pub node_id: String,
+    /// Leadership lease TTL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// etcd's --max-txn-ops: leader batches are split to fit.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Stdout/stderr tail kept with each job, e.g. "4KiB".
+    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    pub max_output_tail: usize,
+    /// Finished jobs are removed after this age.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub retention_age: Duration,
+    /// At most this many finished jobs are kept.
+    #[arg(long, default_value_t = 10_000)]
+    pub retention_count: usize,
+}
+
+impl CoordinatorArgs {
+    pub fn config(&self) -> CoordinatorConfig {
+        let mut c = CoordinatorConfig::new(&self.node_id, split_endpoints(&self.etcd.etcd_endpoints), self.listen);
+        c.prefix = self.etcd.etcd_prefix.clone();
+        c.etcd_timeout = self.etcd.etcd_timeout;
+        if let Some(a) = &self.advertise {
+            c.advertise = a.clone();
+        }
+        c.lease_ttl = self.lease_ttl;
+        c.max_txn_ops = self.max_txn_ops;
+        c.max_output_tail = self.max_output_tail;
+        c.retention_age = self.retention_age;
+        c.retention_count = self.retention_count;
+        c
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    /// Run each job as a process group.
+    Process,
+    /// Complete jobs at once without running anything (benchmarks only).
+    Null,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Unique node id.
+    #[arg(long, env = "AUGUR_NODE_ID", default_value = "worker-1")]
+    pub node_id: String,
+    /// Concurrent job slots.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Label k=v (repeatable), matched by job constraints.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Where results and job outputs are kept.
+    #[arg(long, env = "AUGUR_DATA_DIR", default_value = "./augur-worker-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Process)]
+    pub executor: ExecutorKind,
+    /// Registration lease TTL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Grace between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+    /// How long full job outputs stay on this worker's disk.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub output_retention: Duration,
+}
+
+impl WorkerArgs {
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
+        if self.slots == 0 || self.slots > 4096 {
+            anyhow::bail!("--slots must be 1..=4096, got {}", self.slots);
+        }
+        let mut c = WorkerConfig::new(&self.node_id, split_endpoints(&self.etcd.etcd_endpoints), self.data_dir.clone());
+        c.prefix = self.etcd.etcd_prefix.clone();
+        c.etcd_timeout = self.etcd.etcd_timeout;
+        c.slots = self.slots;
+        c.labels = self.labels.iter().cloned().collect();
+        c.lease_ttl = self.lease_ttl;
+        c.output_retention = self.output_retention;
+        c.executor = match self.executor {
+            ExecutorKind::Process => Executor::Process(ProcessConfig { kill_grace: self.kill_grace, ..Default::default() }),
+            ExecutorKind::Null => Executor::Null,
+        };
+        Ok(c)
+    }
+}
+
+/// A token fired by the first SIGINT/SIGTERM; a second signal exits at once.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                info!("shutting down (signal again to exit now)");
+                fire.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let shutdown = shutdown_on_signal();
+    augur_coordinator::run(config, shutdown).await.context("coordinator failed")
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let shutdown = shutdown_on_signal();
+    augur_worker::run(config, shutdown).await.context("worker failed")
+}
