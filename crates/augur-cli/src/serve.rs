@@ -139,6 +139,10 @@ pub struct WorkerArgs {
     /// How long full job outputs stay on this worker's disk.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub output_retention: Duration,
+    /// fsync each finished result before reporting it, so it survives a machine
+    /// crash too (costs one fsync per job).
+    #[arg(long)]
+    pub fsync_results: bool,
 }
 
 impl WorkerArgs {
@@ -153,6 +157,7 @@ impl WorkerArgs {
         c.labels = self.labels.iter().cloned().collect();
         c.lease_ttl = self.lease_ttl;
         c.output_retention = self.output_retention;
+        c.fsync_results = self.fsync_results;
         c.executor = match self.executor {
             ExecutorKind::Process => Executor::Process(ProcessConfig { kill_grace: self.kill_grace, ..Default::default() }),
             ExecutorKind::Null => Executor::Null,

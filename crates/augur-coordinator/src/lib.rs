@@ -133,9 +133,13 @@ pub async fn run_on(
     });
 
     let server_stop = CancellationToken::new();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Accepted sockets get TCP_NODELAY here: the builder's `tcp_nodelay` only
+    // applies to listeners tonic binds itself, and Nagle's algorithm would hold
+    // small stream messages (assignments, acks) back for tens of milliseconds.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
+    });
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(JobServiceServer::new(api::Api {
             shared: shared.clone(),
         }))

@@ -240,7 +240,6 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
         _ => "failed".to_string(),
     };
     next.failed_attempts += 1;
-    next.worker_id = None;
     if next.cancel_requested {
         end(next, JobState::Cancelled, now_ms);
         next.message = format!("cancelled; attempt {attempt} ended with {why}");
@@ -250,6 +249,7 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
             .retry
             .backoff_ms(next.failed_attempts, jitter_sample);
         next.state = JobState::Pending;
+        next.worker_id = None;
         next.not_before_ms = now_ms + backoff as i64;
         next.finished_at_ms = None;
         next.message = format!(

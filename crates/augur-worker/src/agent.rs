@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     /// How long full output tails stay on disk.
     pub output_retention: Duration,
     pub heartbeat: Duration,
+    /// fsync every buffered result (survives a machine crash, costs an fsync per
+    /// job); without it results survive a crash of the worker process.
+    pub fsync_results: bool,
 }
 
 impl WorkerConfig {
@@ -58,6 +61,7 @@ impl WorkerConfig {
             max_buffered: 10_000,
             output_retention: Duration::from_secs(24 * 3600),
             heartbeat: Duration::from_secs(2),
+            fsync_results: false,
         }
     }
 }
@@ -117,7 +121,7 @@ impl Agent {
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let id = WorkerId::new(config.node_id.clone())
         .map_err(|e| WorkerError::Config(format!("--node-id: {e}")))?;
-    let buffer = ResultBuffer::open(&config.data_dir.join("results"), config.max_buffered)?;
+    let buffer = ResultBuffer::open_with(&config.data_dir.join("results"), config.max_buffered, config.fsync_results)?;
     let output = OutputStore::open(&config.data_dir.join("output"))?;
     let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
     let keys = Keys::new(&config.prefix);

@@ -133,6 +133,8 @@ pub struct ResultBuffer {
 struct Inner {
     dir: PathBuf,
     max_entries: usize,
+    /// Whether pushes are fsynced (file and directory).
+    fsync: bool,
     /// `(job_id, attempt)` of every stored result. The lock also serialises file
     /// operations, so two pushes cannot both take the last free place.
     entries: Mutex<BTreeSet<(String, u32)>>,
@@ -143,6 +145,15 @@ impl ResultBuffer {
     /// `max_entries` results. Results pushed before a restart are found again;
     /// temporary files of an interrupted push are removed.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Self, BufferError> {
+        Self::open_with(dir, max_entries, true)
+    }
+
+    /// As [`ResultBuffer::open`]; with `fsync` false a push is written but not
+    /// fsynced: it survives a crash of the worker process (the common case: OOM
+    /// kill, SIGKILL, panic) but not of the machine. That is enough for
+    /// at-least-once execution, because a machine crash also expires the
+    /// worker's lease and the leader retries the attempt elsewhere.
+    pub fn open_with(dir: &Path, max_entries: usize, fsync: bool) -> Result<Self, BufferError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut entries = BTreeSet::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))? {
@@ -174,6 +185,7 @@ impl ResultBuffer {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 max_entries,
+                fsync,
                 entries: Mutex::new(entries),
             }),
         })
@@ -206,16 +218,18 @@ impl ResultBuffer {
         let name = file_name(&key.0, key.1);
         let path = self.inner.dir.join(&name);
         let tmp = self.inner.dir.join(format!(".{name}.tmp"));
-        let written = write_synced(&tmp, &bytes)
+        let written = write_file(&tmp, &bytes, self.inner.fsync)
             .and_then(|()| fs::rename(&tmp, &path).map_err(io_error(&path)));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
         // The rename is durable only once the directory itself is synced.
-        fs::File::open(&self.inner.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&self.inner.dir))?;
+        if self.inner.fsync {
+            fs::File::open(&self.inner.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(&self.inner.dir))?;
+        }
         entries.insert(key);
         Ok(())
     }
@@ -324,9 +338,12 @@ fn parse_file_name(name: &str) -> Option<(String, u32)> {
     is_safe_job_id(job_id).then(|| (job_id.to_string(), attempt))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BufferError> {
+fn write_file(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), BufferError> {
     let mut file = fs::File::create(path).map_err(io_error(path))?;
     file.write_all(bytes).map_err(io_error(path))?;
+    if !fsync {
+        return Ok(());
+    }
     file.sync_all().map_err(io_error(path))
 }
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what it needs, checks format and
+# lints, builds once, then runs unit, property and end-to-end tests (the latter
+# start real etcd and real augur processes), and a short benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+started=$(date +%s)
+phase() { echo; echo "== $1 ($(( $(date +%s) - started ))s)"; }
+
+phase "format"
+cargo fmt --all --check
+
+phase "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+phase "build (once, reused by every tier)"
+cargo build --workspace --all-targets --locked
+cargo nextest run --workspace --locked --no-run
+
+phase "tests: unit, property and end-to-end"
+# End-to-end tests share a nextest group with one thread (.config/nextest.toml):
+# they start clusters and must not race each other for the two cores.
+AUGUR_BIN="$PWD/target/debug/augur" cargo nextest run --workspace --locked --profile ci
+
+phase "benchmark smoke (debug build; figures are printed, not asserted)"
+target/debug/augur bench --jobs 300 --etcd-txns 2000
+
+phase "done"
