@@ -10,9 +10,18 @@ fn main() {
         }
     };
     let scenarios: [(&str, &[&str]); 3] = [
-        ("null executor, closed loop", &["--jobs", "20000", "--executor", "null"]),
-        ("true processes, closed loop", &["--jobs", "5000", "--executor", "process"]),
-        ("null executor, open loop 100/s", &["--jobs", "1000", "--executor", "null", "--rate", "100"]),
+        (
+            "null executor, closed loop",
+            &["--jobs", "20000", "--executor", "null"],
+        ),
+        (
+            "true processes, closed loop",
+            &["--jobs", "5000", "--executor", "process"],
+        ),
+        (
+            "null executor, open loop 100/s",
+            &["--jobs", "1000", "--executor", "null", "--rate", "100"],
+        ),
     ];
     for (name, args) in scenarios {
         match augur_benches::run_bench(&binary, args) {

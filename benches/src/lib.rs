@@ -15,7 +15,9 @@ pub fn release_binary() -> Result<PathBuf, String> {
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build --release -p augur-cli failed: {status}"));
+        return Err(format!(
+            "cargo build --release -p augur-cli failed: {status}"
+        ));
     }
     Ok(root.join("target/release/augur"))
 }
@@ -30,7 +32,10 @@ pub fn run_bench(binary: &PathBuf, args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     if !out.status.success() {
-        return Err(format!("augur bench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "augur bench {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -81,12 +81,21 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
         Output::Json => println!("{report}"),
         Output::Table => {
             println!("jobs                     {}", args.jobs);
-            println!("executor                 {}", report["executor"].as_str().unwrap_or(""));
-            println!("mode                     {}", report["mode"].as_str().unwrap_or(""));
+            println!(
+                "executor                 {}",
+                report["executor"].as_str().unwrap_or("")
+            );
+            println!(
+                "mode                     {}",
+                report["mode"].as_str().unwrap_or("")
+            );
             println!("throughput               {jobs_per_s:.0} jobs/s (submit of the first to end of the last)");
             println!("submit-to-start p50/p99  {p50:.2} / {p99:.2} ms");
             println!("raw etcd fenced txns     {raw_txn_per_s:.0} /s (compare create revision + 2 puts, 64 in flight)");
-            println!("jobs per fenced txn-slot {:.2}", jobs_per_s / raw_txn_per_s.max(1.0));
+            println!(
+                "jobs per fenced txn-slot {:.2}",
+                jobs_per_s / raw_txn_per_s.max(1.0)
+            );
         }
     }
     Ok(())
@@ -111,8 +120,15 @@ async fn raw_etcd(endpoint: &str, count: usize) -> anyhow::Result<f64> {
                     return Ok::<_, etcd_client::Error>(());
                 }
                 let txn = Txn::new()
-                    .when(vec![Compare::create_revision(fence_key, CompareOp::Equal, revision)])
-                    .and_then(vec![TxnOp::put(format!("/bench/a/{i}"), "v", None), TxnOp::put(format!("/bench/b/{i}"), "v", None)]);
+                    .when(vec![Compare::create_revision(
+                        fence_key,
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then(vec![
+                        TxnOp::put(format!("/bench/a/{i}"), "v", None),
+                        TxnOp::put(format!("/bench/b/{i}"), "v", None),
+                    ]);
                 c.txn(txn).await?;
             }
         }));
@@ -131,12 +147,24 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn measure(args: &BenchArgs, cluster: &LocalCluster) -> anyhow::Result<(f64, f64, f64, f64, f64)> {
-    let raw = raw_etcd(&cluster.etcd.endpoint, args.etcd_txns).await.context("raw etcd measurement")?;
+async fn measure(
+    args: &BenchArgs,
+    cluster: &LocalCluster,
+) -> anyhow::Result<(f64, f64, f64, f64, f64)> {
+    let raw = raw_etcd(&cluster.etcd.endpoint, args.etcd_txns)
+        .await
+        .context("raw etcd measurement")?;
     let client = crate::client::connect(&cluster.endpoint).await?;
     let spec = |i: usize| {
-        let input = augur_core::JobSpecInput { name: "bench".into(), command: "true".into(), args: vec![i.to_string()], ..Default::default() };
-        pb::SubmitJobRequest { spec: Some(input.into()) }
+        let input = augur_core::JobSpecInput {
+            name: "bench".into(),
+            command: "true".into(),
+            args: vec![i.to_string()],
+            ..Default::default()
+        };
+        pb::SubmitJobRequest {
+            spec: Some(input.into()),
+        }
     };
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -165,7 +193,9 @@ async fn measure(args: &BenchArgs, cluster: &LocalCluster) -> anyhow::Result<(f6
             for i in 0..args.jobs {
                 tick.tick().await;
                 let mut c = client.clone();
-                tasks.push(tokio::spawn(async move { c.submit_job(spec(i)).await.map(|_| ()) }));
+                tasks.push(tokio::spawn(async move {
+                    c.submit_job(spec(i)).await.map(|_| ())
+                }));
             }
         }
     }
@@ -176,7 +206,10 @@ async fn measure(args: &BenchArgs, cluster: &LocalCluster) -> anyhow::Result<(f6
     let mut c = client.clone();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let s = c.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+        let s = c
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await?
+            .into_inner();
         if s.pending_jobs == 0 && s.running_jobs == 0 {
             break;
         }
@@ -193,7 +226,14 @@ async fn measure(args: &BenchArgs, cluster: &LocalCluster) -> anyhow::Result<(f6
     let mut first_submit = i64::MAX;
     let mut succeeded = 0usize;
     loop {
-        let page = c.list_jobs(pb::ListJobsRequest { states: vec![], page_size: 1000, page_token: token }).await?.into_inner();
+        let page = c
+            .list_jobs(pb::ListJobsRequest {
+                states: vec![],
+                page_size: 1000,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
         for job in &page.jobs {
             if job.state == pb::JobState::Succeeded as i32 {
                 succeeded += 1;
@@ -212,5 +252,11 @@ async fn measure(args: &BenchArgs, cluster: &LocalCluster) -> anyhow::Result<(f6
     }
     latencies.sort_by(f64::total_cmp);
     let span_s = ((last_finish - first_submit).max(1) as f64) / 1000.0;
-    Ok((raw, args.jobs as f64 / span_s, percentile(&latencies, 0.5), percentile(&latencies, 0.99), wall))
+    Ok((
+        raw,
+        args.jobs as f64 / span_s,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        wall,
+    ))
 }

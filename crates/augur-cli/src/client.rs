@@ -110,12 +110,15 @@ pub fn describe(err: &anyhow::Error) -> String {
 }
 
 fn read_spec_file(path: &PathBuf) -> anyhow::Result<JobSpecInput> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_toml = path.extension().is_some_and(|e| e == "toml");
     let spec = if is_toml {
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
     } else {
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("InvalidArgument: {}: {e}", path.display()))?
     };
     Ok(spec)
 }
@@ -164,7 +167,9 @@ pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow:
 
     let mut client = connect(endpoint).await?;
     let response = client
-        .submit_job(pb::SubmitJobRequest { spec: Some(spec.into()) })
+        .submit_job(pb::SubmitJobRequest {
+            spec: Some(spec.into()),
+        })
         .await?
         .into_inner();
     println!("{}", response.job_id);
@@ -182,7 +187,12 @@ pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow:
         _ => EXIT_FAILED,
     };
     if code != 0 {
-        eprintln!("job {} ended {}: {}", job.id, render::state_name(job.state), job.message);
+        eprintln!(
+            "job {} ended {}: {}",
+            job.id,
+            render::state_name(job.state),
+            job.message
+        );
     }
     Ok(ExitCode::from(code))
 }
@@ -191,7 +201,9 @@ async fn wait_for_end(client: &mut JobServiceClient<Channel>, id: &str) -> anyho
     let mut delay = Duration::from_millis(20);
     loop {
         let job = client
-            .get_job(pb::GetJobRequest { job_id: id.to_string() })
+            .get_job(pb::GetJobRequest {
+                job_id: id.to_string(),
+            })
             .await?
             .into_inner();
         if render::is_terminal(job.state) {
@@ -204,7 +216,10 @@ async fn wait_for_end(client: &mut JobServiceClient<Channel>, id: &str) -> anyho
 
 pub async fn get(endpoint: &str, output: Output, args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(endpoint).await?;
-    let job = client.get_job(pb::GetJobRequest { job_id: args.id }).await?.into_inner();
+    let job = client
+        .get_job(pb::GetJobRequest { job_id: args.id })
+        .await?
+        .into_inner();
     match output {
         Output::Json => println!("{}", render::job_json(&job)),
         Output::Table => print!("{}", render::job_detail(&job)),
@@ -216,7 +231,10 @@ pub async fn list(endpoint: &str, output: Output, args: ListArgs) -> anyhow::Res
     let states = args
         .states
         .iter()
-        .map(|s| s.parse::<JobState>().map(|st| augur_coordinator::convert::state_to_pb(st) as i32))
+        .map(|s| {
+            s.parse::<JobState>()
+                .map(|st| augur_coordinator::convert::state_to_pb(st) as i32)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("InvalidArgument: --state: {e}"))?;
     let mut client = connect(endpoint).await?;
@@ -224,7 +242,11 @@ pub async fn list(endpoint: &str, output: Output, args: ListArgs) -> anyhow::Res
     let mut token = String::new();
     loop {
         let page = client
-            .list_jobs(pb::ListJobsRequest { states: states.clone(), page_size: 1000, page_token: token })
+            .list_jobs(pb::ListJobsRequest {
+                states: states.clone(),
+                page_size: 1000,
+                page_token: token,
+            })
             .await?
             .into_inner();
         jobs.extend(page.jobs);
@@ -251,12 +273,20 @@ pub async fn list(endpoint: &str, output: Output, args: ListArgs) -> anyhow::Res
 
 pub async fn cancel(endpoint: &str, output: Output, args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(endpoint).await?;
-    let response = client.cancel_job(pb::CancelJobRequest { job_id: args.id }).await?.into_inner();
-    let job = response.job.context("coordinator answered without the job")?;
+    let response = client
+        .cancel_job(pb::CancelJobRequest { job_id: args.id })
+        .await?
+        .into_inner();
+    let job = response
+        .job
+        .context("coordinator answered without the job")?;
     match output {
         Output::Json => println!("{}", render::job_json(&job)),
         Output::Table if job.cancel_requested && !render::is_terminal(job.state) => {
-            println!("{}: cancel requested (attempt {} is being stopped)", job.id, job.attempts)
+            println!(
+                "{}: cancel requested (attempt {} is being stopped)",
+                job.id, job.attempts
+            )
         }
         Output::Table => println!("{}: {}", job.id, render::state_name(job.state)),
     }
@@ -265,7 +295,11 @@ pub async fn cancel(endpoint: &str, output: Output, args: GetArgs) -> anyhow::Re
 
 pub async fn workers(endpoint: &str, output: Output) -> anyhow::Result<ExitCode> {
     let mut client = connect(endpoint).await?;
-    let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
+    let workers = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await?
+        .into_inner()
+        .workers;
     match output {
         Output::Json => {
             let values: Vec<serde_json::Value> = workers.iter().map(render::worker_value).collect();
@@ -278,14 +312,24 @@ pub async fn workers(endpoint: &str, output: Output) -> anyhow::Result<ExitCode>
 
 pub async fn cluster(endpoint: &str, output: Output) -> anyhow::Result<ExitCode> {
     let mut client = connect(endpoint).await?;
-    let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+    let status = client
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await?
+        .into_inner();
     match output {
         Output::Json => println!("{}", render::cluster_value(&status)),
         Output::Table => {
-            let leader = if status.leader.is_empty() { "(none)" } else { &status.leader };
+            let leader = if status.leader.is_empty() {
+                "(none)"
+            } else {
+                &status.leader
+            };
             println!("leader:   {leader} {}", status.leader_address);
             println!("epoch:    {}", status.epoch);
-            println!("jobs:     {} pending, {} running", status.pending_jobs, status.running_jobs);
+            println!(
+                "jobs:     {} pending, {} running",
+                status.pending_jobs, status.running_jobs
+            );
             println!("answered: {}", status.answered_by);
             print!("{}", render::worker_table(&status.workers));
         }

@@ -65,7 +65,10 @@ impl LocalCluster {
         let (temp, dir) = match spec.data_dir {
             Some(d) => (None, d),
             None => {
-                let t = tempfile::Builder::new().prefix("augur-dev-").tempdir().context("cannot make a temporary directory")?;
+                let t = tempfile::Builder::new()
+                    .prefix("augur-dev-")
+                    .tempdir()
+                    .context("cannot make a temporary directory")?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -73,20 +76,30 @@ impl LocalCluster {
         let etcd = EtcdChild::start(&bin, &dir, spec.max_txn_ops).await?;
         let listener = tokio::net::TcpListener::bind(spec.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (is another augur running? use --listen)", spec.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (is another augur running? use --listen)",
+                    spec.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         let endpoint = format!("http://{addr}");
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let mut config = CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
+        let mut config =
+            CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
         config.lease_ttl = Duration::from_secs(2);
         config.max_txn_ops = spec.max_txn_ops;
         config.retention_count = spec.retention_count;
         let token = stop.clone();
         tasks.push((
             "coordinator".to_string(),
-            tokio::spawn(async move { augur_coordinator::run_on(config, listener, token).await.map_err(anyhow::Error::from) }),
+            tokio::spawn(async move {
+                augur_coordinator::run_on(config, listener, token)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }),
         ));
         for i in 1..=spec.workers {
             let name = format!("dev-worker-{i}");
@@ -96,9 +109,22 @@ impl LocalCluster {
             config.executor = spec.executor.clone();
             config.labels.insert("dev".into(), "true".into());
             let token = stop.clone();
-            tasks.push((name, tokio::spawn(async move { augur_worker::run(config, token).await.map_err(anyhow::Error::from) })));
+            tasks.push((
+                name,
+                tokio::spawn(async move {
+                    augur_worker::run(config, token)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }),
+            ));
         }
-        let cluster = LocalCluster { etcd, endpoint, stop, tasks, _temp: temp };
+        let cluster = LocalCluster {
+            etcd,
+            endpoint,
+            stop,
+            tasks,
+            _temp: temp,
+        };
         cluster.wait_ready(spec.workers as usize).await?;
         Ok(cluster)
     }
@@ -110,7 +136,11 @@ impl LocalCluster {
             if let Ok(mut client) = crate::client::connect(&self.endpoint).await {
                 if let Ok(status) = client.cluster_status(pb::ClusterStatusRequest {}).await {
                     let s = status.into_inner();
-                    let ready = s.workers.iter().filter(|w| w.state == pb::WorkerState::Ready as i32).count();
+                    let ready = s
+                        .workers
+                        .iter()
+                        .filter(|w| w.state == pb::WorkerState::Ready as i32)
+                        .count();
                     if !s.leader.is_empty() && ready >= workers {
                         return Ok(());
                     }
@@ -156,7 +186,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     println!();
     println!("augur dev is running (insecure: loopback only, no authentication)");
-    println!("  API        {}   (export AUGUR_ENDPOINT={})", cluster.endpoint, cluster.endpoint);
+    println!(
+        "  API        {}   (export AUGUR_ENDPOINT={})",
+        cluster.endpoint, cluster.endpoint
+    );
     println!("  etcd       {}", cluster.etcd.endpoint);
     println!("  workers    {} x {} slots", args.workers, args.slots);
     println!("try:  augur submit --wait -- echo hello   |   augur list   |   augur cluster");
@@ -183,18 +216,48 @@ async fn demo(endpoint: &str) -> anyhow::Result<()> {
             command: cmd[0].to_string(),
             args: cmd[1..].iter().map(|s| s.to_string()).collect(),
             timeout: timeout.to_string(),
-            retry: augur_core::spec::RetryInput { max_attempts: attempts, initial_backoff: "500ms".into(), ..Default::default() },
+            retry: augur_core::spec::RetryInput {
+                max_attempts: attempts,
+                initial_backoff: "500ms".into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        pb::SubmitJobRequest { spec: Some(spec.into()) }
+        pb::SubmitJobRequest {
+            spec: Some(spec.into()),
+        }
     };
     let mut requests = Vec::new();
     for i in 0..12 {
-        requests.push(submit("hello", &["sh", "-c", &format!("echo hello from job {i} attempt $AUGUR_ATTEMPT; sleep 0.{i}")], "", 1));
+        requests.push(submit(
+            "hello",
+            &[
+                "sh",
+                "-c",
+                &format!("echo hello from job {i} attempt $AUGUR_ATTEMPT; sleep 0.{i}"),
+            ],
+            "",
+            1,
+        ));
     }
-    requests.push(submit("compute", &["sh", "-c", "seq 1 200000 | sort -n | tail -1"], "30s", 1));
-    requests.push(submit("flaky", &["sh", "-c", "echo trying; [ \"$AUGUR_ATTEMPT\" -ge 3 ]"], "", 3));
-    requests.push(submit("always-fails", &["sh", "-c", "echo boom >&2; exit 3"], "", 2));
+    requests.push(submit(
+        "compute",
+        &["sh", "-c", "seq 1 200000 | sort -n | tail -1"],
+        "30s",
+        1,
+    ));
+    requests.push(submit(
+        "flaky",
+        &["sh", "-c", "echo trying; [ \"$AUGUR_ATTEMPT\" -ge 3 ]"],
+        "",
+        3,
+    ));
+    requests.push(submit(
+        "always-fails",
+        &["sh", "-c", "echo boom >&2; exit 3"],
+        "",
+        2,
+    ));
     requests.push(submit("too-slow", &["sleep", "60"], "1s", 1));
     requests.push(submit("long", &["sleep", "300"], "", 1));
     for r in requests {
@@ -203,14 +266,23 @@ async fn demo(endpoint: &str) -> anyhow::Result<()> {
     println!("demo: submitted {} jobs", ids.len());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let long = ids.last().cloned().unwrap_or_default();
-    client.cancel_job(pb::CancelJobRequest { job_id: long }).await?;
+    client
+        .cancel_job(pb::CancelJobRequest { job_id: long })
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut jobs = Vec::new();
         for id in &ids {
-            jobs.push(client.get_job(pb::GetJobRequest { job_id: id.clone() }).await?.into_inner());
+            jobs.push(
+                client
+                    .get_job(pb::GetJobRequest { job_id: id.clone() })
+                    .await?
+                    .into_inner(),
+            );
         }
-        if jobs.iter().all(|j| crate::render::is_terminal(j.state)) || tokio::time::Instant::now() > deadline {
+        if jobs.iter().all(|j| crate::render::is_terminal(j.state))
+            || tokio::time::Instant::now() > deadline
+        {
             print!("{}", crate::render::job_table(&jobs));
             println!("demo: done. `augur get ID` shows a job's output and history.");
             return Ok(());

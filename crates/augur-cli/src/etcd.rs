@@ -29,7 +29,9 @@ pub fn find_etcd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         bail!("--etcd-bin {} does not exist", p.display());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")]) {
+    for dir in std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+    {
         let candidate = dir.join("etcd");
         if candidate.is_file() {
             return Ok(candidate);
@@ -42,7 +44,8 @@ impl EtcdChild {
     /// Starts etcd on free loopback ports with its data in `data_dir`, logging to
     /// `data_dir/etcd.log`, and waits until it answers.
     pub async fn start(bin: &Path, data_dir: &Path, max_txn_ops: usize) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let client_port = free_port()?;
         let peer_port = free_port()?;
         let endpoint = format!("http://127.0.0.1:{client_port}");
@@ -74,15 +77,24 @@ impl EtcdChild {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("etcd exited with {status}; see {}", data_dir.join("etcd.log").display());
+                bail!(
+                    "etcd exited with {status}; see {}",
+                    data_dir.join("etcd.log").display()
+                );
             }
-            if let Ok(mut c) = augur_store::connect(std::slice::from_ref(&self.endpoint), Duration::from_secs(1)).await {
+            if let Ok(mut c) =
+                augur_store::connect(std::slice::from_ref(&self.endpoint), Duration::from_secs(1))
+                    .await
+            {
                 if c.status().await.is_ok() {
                     return Ok(());
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("etcd did not become ready in 30 s; see {}", data_dir.join("etcd.log").display());
+                bail!(
+                    "etcd did not become ready in 30 s; see {}",
+                    data_dir.join("etcd.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -14,10 +14,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "augur", version, about = "Augur: a distributed job scheduler that is observable first and places work adaptively")]
+#[command(
+    name = "augur",
+    version,
+    about = "Augur: a distributed job scheduler that is observable first and places work adaptively"
+)]
 struct Cli {
     /// Coordinator API endpoint.
-    #[arg(long, global = true, env = "AUGUR_ENDPOINT", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_ENDPOINT",
+        default_value = "http://127.0.0.1:7070"
+    )]
     endpoint: String,
     /// Output format of reading commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
@@ -61,7 +70,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -84,7 +96,9 @@ fn main() -> ExitCode {
             }
             Command::Bench(args) => {
                 logging::init(cli.log_format, "warn");
-                bench::run(args, cli.output).await.map(|_| ExitCode::SUCCESS)
+                bench::run(args, cli.output)
+                    .await
+                    .map(|_| ExitCode::SUCCESS)
             }
             Command::Submit(args) => client::submit(&cli.endpoint, cli.output, args).await,
             Command::Get(args) => client::get(&cli.endpoint, cli.output, args).await,

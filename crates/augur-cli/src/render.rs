@@ -20,7 +20,10 @@ pub fn state_name(state: i32) -> &'static str {
 }
 
 pub fn is_terminal(state: i32) -> bool {
-    matches!(state_name(state), "succeeded" | "failed" | "timed_out" | "cancelled")
+    matches!(
+        state_name(state),
+        "succeeded" | "failed" | "timed_out" | "cancelled"
+    )
 }
 
 fn worker_state_name(state: i32) -> &'static str {
@@ -72,7 +75,18 @@ pub fn job_json(job: &pb::Job) -> String {
 pub fn job_detail(job: &pb::Job) -> String {
     let v = job_value(job);
     let mut out = String::new();
-    for key in ["id", "name", "state", "attempts", "exit_code", "worker_id", "submitted_at", "started_at", "finished_at", "message"] {
+    for key in [
+        "id",
+        "name",
+        "state",
+        "attempts",
+        "exit_code",
+        "worker_id",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "message",
+    ] {
         let text = match &v[key] {
             Value::String(s) => s.clone(),
             Value::Null => "-".into(),
@@ -80,22 +94,54 @@ pub fn job_detail(job: &pb::Job) -> String {
         };
         let _ = writeln!(out, "{key:<13} {text}");
     }
-    let _ = writeln!(out, "{:<13} {} {}", "command", v["command"].as_str().unwrap_or(""), job.spec.as_ref().map(|s| s.args.join(" ")).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "{:<13} {} {}",
+        "command",
+        v["command"].as_str().unwrap_or(""),
+        job.spec
+            .as_ref()
+            .map(|s| s.args.join(" "))
+            .unwrap_or_default()
+    );
     for (label, tail) in [("stdout", &job.stdout_tail), ("stderr", &job.stderr_tail)] {
         if !tail.is_empty() {
-            let _ = writeln!(out, "--- {label} (tail) ---\n{}", String::from_utf8_lossy(tail).trim_end());
+            let _ = writeln!(
+                out,
+                "--- {label} (tail) ---\n{}",
+                String::from_utf8_lossy(tail).trim_end()
+            );
         }
     }
     out
 }
 
 pub fn job_table(jobs: &[pb::Job]) -> String {
-    let mut out = format!("{:<26}  {:<20}  {:<10}  {:>8}  {:>4}  {:<12}\n", "ID", "NAME", "STATE", "ATTEMPTS", "EXIT", "WORKER");
+    let mut out = format!(
+        "{:<26}  {:<20}  {:<10}  {:>8}  {:>4}  {:<12}\n",
+        "ID", "NAME", "STATE", "ATTEMPTS", "EXIT", "WORKER"
+    );
     for job in jobs {
         let name = job.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-        let exit = job.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-        let worker = if job.worker_id.is_empty() { "-" } else { &job.worker_id };
-        let _ = writeln!(out, "{:<26}  {:<20}  {:<10}  {:>8}  {:>4}  {:<12}", job.id, name, state_name(job.state), job.attempts, exit, worker);
+        let exit = job
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
+        let worker = if job.worker_id.is_empty() {
+            "-"
+        } else {
+            &job.worker_id
+        };
+        let _ = writeln!(
+            out,
+            "{:<26}  {:<20}  {:<10}  {:>8}  {:>4}  {:<12}",
+            job.id,
+            name,
+            state_name(job.state),
+            job.attempts,
+            exit,
+            worker
+        );
     }
     out
 }
@@ -114,11 +160,23 @@ pub fn worker_value(w: &pb::Worker) -> Value {
 }
 
 pub fn worker_table(workers: &[pb::Worker]) -> String {
-    let mut out = format!("{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}\n", "WORKER", "STATE", "SLOTS", "RUNNING", "EXECUTOR", "LABELS");
+    let mut out = format!(
+        "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}\n",
+        "WORKER", "STATE", "SLOTS", "RUNNING", "EXECUTOR", "LABELS"
+    );
     for w in workers {
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
-        let _ = writeln!(out, "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}", w.id, worker_state_name(w.state), w.slots, w.running, w.executor, labels.join(","));
+        let _ = writeln!(
+            out,
+            "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}",
+            w.id,
+            worker_state_name(w.state),
+            w.slots,
+            w.running,
+            w.executor,
+            labels.join(",")
+        );
     }
     out
 }

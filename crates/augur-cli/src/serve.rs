@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"5s\""))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"5s\""))
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -38,13 +39,21 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 fn split_endpoints(text: &str) -> Vec<String> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EtcdArgs {
     /// etcd client URLs, comma-separated.
-    #[arg(long, env = "AUGUR_ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "AUGUR_ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub etcd_endpoints: String,
     /// Key prefix of this cluster in etcd.
     #[arg(long, env = "AUGUR_ETCD_PREFIX", default_value = "/augur")]
@@ -89,7 +98,11 @@ pub struct CoordinatorArgs {
 
 impl CoordinatorArgs {
     pub fn config(&self) -> CoordinatorConfig {
-        let mut c = CoordinatorConfig::new(&self.node_id, split_endpoints(&self.etcd.etcd_endpoints), self.listen);
+        let mut c = CoordinatorConfig::new(
+            &self.node_id,
+            split_endpoints(&self.etcd.etcd_endpoints),
+            self.listen,
+        );
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
         if let Some(a) = &self.advertise {
@@ -150,7 +163,11 @@ impl WorkerArgs {
         if self.slots == 0 || self.slots > 4096 {
             anyhow::bail!("--slots must be 1..=4096, got {}", self.slots);
         }
-        let mut c = WorkerConfig::new(&self.node_id, split_endpoints(&self.etcd.etcd_endpoints), self.data_dir.clone());
+        let mut c = WorkerConfig::new(
+            &self.node_id,
+            split_endpoints(&self.etcd.etcd_endpoints),
+            self.data_dir.clone(),
+        );
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
         c.slots = self.slots;
@@ -159,7 +176,10 @@ impl WorkerArgs {
         c.output_retention = self.output_retention;
         c.fsync_results = self.fsync_results;
         c.executor = match self.executor {
-            ExecutorKind::Process => Executor::Process(ProcessConfig { kill_grace: self.kill_grace, ..Default::default() }),
+            ExecutorKind::Process => Executor::Process(ProcessConfig {
+                kill_grace: self.kill_grace,
+                ..Default::default()
+            }),
             ExecutorKind::Null => Executor::Null,
         };
         Ok(c)
@@ -171,13 +191,14 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -197,11 +218,15 @@ pub fn shutdown_on_signal() -> CancellationToken {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = args.config();
     let shutdown = shutdown_on_signal();
-    augur_coordinator::run(config, shutdown).await.context("coordinator failed")
+    augur_coordinator::run(config, shutdown)
+        .await
+        .context("coordinator failed")
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let shutdown = shutdown_on_signal();
-    augur_worker::run(config, shutdown).await.context("worker failed")
+    augur_worker::run(config, shutdown)
+        .await
+        .context("worker failed")
 }

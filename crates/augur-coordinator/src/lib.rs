@@ -136,9 +136,10 @@ pub async fn run_on(
     // Accepted sockets get TCP_NODELAY here: the builder's `tcp_nodelay` only
     // applies to listeners tonic binds itself, and Nagle's algorithm would hold
     // small stream messages (assignments, acks) back for tens of milliseconds.
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream))
-    });
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream)),
+    );
     let server = tonic::transport::Server::builder()
         .add_service(JobServiceServer::new(api::Api {
             shared: shared.clone(),

@@ -66,7 +66,7 @@ impl From<JobSpecInput> for pb::JobSpec {
 
 /// Durations as the input side parses them ("1500ms", "2s").
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

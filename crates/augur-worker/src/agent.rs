@@ -121,7 +121,11 @@ impl Agent {
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let id = WorkerId::new(config.node_id.clone())
         .map_err(|e| WorkerError::Config(format!("--node-id: {e}")))?;
-    let buffer = ResultBuffer::open_with(&config.data_dir.join("results"), config.max_buffered, config.fsync_results)?;
+    let buffer = ResultBuffer::open_with(
+        &config.data_dir.join("results"),
+        config.max_buffered,
+        config.fsync_results,
+    )?;
     let output = OutputStore::open(&config.data_dir.join("output"))?;
     let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
     let keys = Keys::new(&config.prefix);

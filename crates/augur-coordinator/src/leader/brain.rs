@@ -451,7 +451,7 @@ impl Brain {
         let conn = self.workers.get(worker)?.conn.as_ref()?;
         Some(AfterCommit::Send {
             tx: conn.tx.clone(),
-            msg: pb::CoordinatorMessage { kind: Some(msg) },
+            msg: Box::new(pb::CoordinatorMessage { kind: Some(msg) }),
             worker: worker.clone(),
             job: None,
         })
@@ -670,7 +670,7 @@ impl Brain {
             };
             let after = AfterCommit::Send {
                 tx: conn.tx.clone(),
-                msg: assign,
+                msg: Box::new(assign),
                 worker: worker.clone(),
                 job: Some((id, next.attempt)),
             };
@@ -682,8 +682,8 @@ impl Brain {
     fn snapshot(&self) -> StatusSnapshot {
         let mut workers: Vec<pb::Worker> = self
             .workers
-            .iter()
-            .filter_map(|(_, e)| {
+            .values()
+            .filter_map(|e| {
                 let info = e.info.as_ref()?;
                 let state = if info.draining {
                     pb::WorkerState::Draining

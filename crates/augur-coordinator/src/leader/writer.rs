@@ -26,7 +26,7 @@ pub(crate) enum AfterCommit {
     /// Send a message to a worker; on failure tell the brain the worker missed it.
     Send {
         tx: WorkerTx,
-        msg: pb::CoordinatorMessage,
+        msg: Box<pb::CoordinatorMessage>,
         worker: augur_core::WorkerId,
         job: Option<(JobId, u32)>,
     },
@@ -153,7 +153,7 @@ fn run_action(action: AfterCommit, brain: &mpsc::UnboundedSender<LeaderInput>) {
             worker,
             job,
         } => {
-            if tx.send(Ok(msg)).is_err() {
+            if tx.send(Ok(*msg)).is_err() {
                 if let Some((job, attempt)) = job {
                     let _ = brain.send(LeaderInput::SendFailed {
                         worker,
