@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use super::placement::{least_loaded, Candidate};
 use super::writer::{AfterCommit, Writer};
 use super::{spawn_load, LeaderInput, LeaderSettings, StatusSnapshot, WorkerTx};
 use crate::convert::{job_to_pb, report_from_pb, spec_to_pb, worker_to_pb};
@@ -595,8 +596,8 @@ impl Brain {
         }
     }
 
-    /// Least-loaded placement: each ready job, in priority then submission order,
-    /// goes to the feasible worker with the lowest fraction of slots in use.
+    /// Each ready job, in priority then submission order, goes where
+    /// [`least_loaded`] says; jobs that fit nowhere now wait (backfill).
     fn dispatch(&mut self) {
         if self.ready.is_empty() {
             return;
@@ -621,22 +622,17 @@ impl Brain {
                 continue;
             };
             let slots = job.spec.resources.slots;
-            let chosen = self
-                .workers
-                .iter()
-                .filter(|(_, e)| e.placeable() && e.free() >= slots)
-                .filter(|(_, e)| {
-                    e.info
-                        .as_ref()
-                        .is_some_and(|i| i.matches(&job.spec.constraints))
+            let candidates = self.workers.iter().filter_map(|(id, e)| {
+                let info = e.info.as_ref()?;
+                Some(Candidate {
+                    id,
+                    available: e.placeable(),
+                    slots: info.slots,
+                    used: e.used,
+                    labels: &info.labels,
                 })
-                .min_by(|(a_id, a), (b_id, b)| {
-                    let load = |e: &WorkerEntry| {
-                        e.used as f64 / e.info.as_ref().map_or(1, |i| i.slots.max(1)) as f64
-                    };
-                    load(a).total_cmp(&load(b)).then_with(|| a_id.cmp(b_id))
-                })
-                .map(|(w, _)| w.clone());
+            });
+            let chosen = least_loaded(candidates, slots, &job.spec.constraints).cloned();
             let Some(worker) = chosen else { continue };
             let event = Event::Assign {
                 worker: worker.clone(),

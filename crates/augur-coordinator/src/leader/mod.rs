@@ -8,6 +8,7 @@
 //! shutdown) the `demote` token fires and every one of these tasks stops.
 
 mod brain;
+pub mod placement;
 pub(crate) mod writer;
 
 use std::sync::Arc;
