@@ -504,6 +504,9 @@ impl Brain {
             let store = self.store.clone();
             tokio::spawn(async move {
                 let answer = match store.get(&id).await {
+                    // Cancelling twice is not an error; cancelling a job that
+                    // ended otherwise is.
+                    Ok(Some(job)) if job.state == JobState::Cancelled => Ok(job_to_pb(&job)),
                     Ok(Some(job)) if job.state.is_terminal() => Err(Status::failed_precondition(
                         format!("job {id} already ended as {}", job.state),
                     )),
