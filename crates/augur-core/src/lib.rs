@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod job;
 pub mod retry;
+pub mod run;
 pub mod spec;
 pub mod transition;
 pub mod worker;
@@ -14,6 +15,7 @@ pub mod worker;
 pub use ids::{JobId, WorkerId};
 pub use job::{JobRecord, JobState, Usage};
 pub use retry::RetryPolicy;
+pub use run::RunRecord;
 pub use spec::{JobSpec, JobSpecInput, Resources, ValidationError};
 pub use transition::{apply, AttemptOutcome, AttemptReport, Event, TransitionError};
 pub use worker::WorkerInfo;
