@@ -59,6 +59,8 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
         etcd_bin: args.etcd_bin.clone(),
         max_txn_ops: 1024,
         retention_count: args.jobs * 2 + 1000,
+        // Recorded as in production, not exported.
+        metrics: augur_telemetry::Metrics::new(true, true),
     })
     .await?;
     let result = measure(&args, &cluster).await;

@@ -9,6 +9,9 @@ use anyhow::Context;
 use augur_coordinator::CoordinatorConfig;
 use augur_proto::v1 as pb;
 use augur_worker::WorkerConfig;
+use std::sync::Arc;
+
+use augur_telemetry::Metrics;
 use clap::Args;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,9 @@ pub struct DevArgs {
     /// Also submit a small mixed workload and show how it ends.
     #[arg(long)]
     demo: bool,
+    /// Serve Prometheus metrics (coordinator and workers together) here.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
 }
 
 /// A cluster running in this process, on an etcd child.
@@ -57,6 +63,7 @@ pub struct LocalSpec {
     pub etcd_bin: Option<PathBuf>,
     pub max_txn_ops: usize,
     pub retention_count: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl LocalCluster {
@@ -93,10 +100,11 @@ impl LocalCluster {
         config.max_txn_ops = spec.max_txn_ops;
         config.retention_count = spec.retention_count;
         let token = stop.clone();
+        let coordinator_metrics = spec.metrics.coordinator();
         tasks.push((
             "coordinator".to_string(),
             tokio::spawn(async move {
-                augur_coordinator::run_on(config, listener, token)
+                augur_coordinator::run_on(config, listener, coordinator_metrics, token)
                     .await
                     .map_err(anyhow::Error::from)
             }),
@@ -109,10 +117,12 @@ impl LocalCluster {
             config.executor = spec.executor.clone();
             config.labels.insert("dev".into(), "true".into());
             let token = stop.clone();
+            // In one process all workers share one set of worker metrics.
+            let worker_metrics = spec.metrics.worker();
             tasks.push((
                 name,
                 tokio::spawn(async move {
-                    augur_worker::run(config, token)
+                    augur_worker::run(config, worker_metrics, token)
                         .await
                         .map_err(anyhow::Error::from)
                 }),
@@ -173,7 +183,16 @@ impl LocalCluster {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
+    let (metrics, tracing) = crate::serve::telemetry(
+        true,
+        true,
+        "augur-dev",
+        Some(args.metrics_listen),
+        &shutdown,
+    )
+    .await?;
     let cluster = LocalCluster::start(LocalSpec {
+        metrics,
         data_dir: args.data_dir,
         listen: args.listen,
         workers: args.workers,
@@ -192,6 +211,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  etcd       {}", cluster.etcd.endpoint);
     println!("  workers    {} x {} slots", args.workers, args.slots);
+    println!("  metrics    http://{}/metrics", args.metrics_listen);
+    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+        println!("  traces     exported over OTLP to $OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
     println!("try:  augur submit --wait -- echo hello   |   augur list   |   augur cluster");
     println!("Ctrl-C stops everything.");
     println!();
@@ -202,6 +225,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     shutdown.cancelled().await;
     cluster.stop().await;
+    tracing.shutdown(Duration::from_secs(3)).await;
     Ok(())
 }
 

@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use augur_coordinator::CoordinatorConfig;
+use augur_telemetry::otel::TracingGuard;
+use augur_telemetry::Metrics;
 use augur_worker::executor::{Executor, ProcessConfig};
 use augur_worker::WorkerConfig;
 use clap::{Args, ValueEnum};
@@ -73,7 +77,7 @@ pub struct CoordinatorArgs {
     /// URL others use to reach this coordinator (default: http://LISTEN).
     #[arg(long, env = "AUGUR_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Metrics listen address (served from the observability work; accepted now so deployments stay stable).
+    /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "AUGUR_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Unique node id.
@@ -156,6 +160,9 @@ pub struct WorkerArgs {
     /// crash too (costs one fsync per job).
     #[arg(long)]
     pub fsync_results: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "AUGUR_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -215,18 +222,44 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Metrics registry, its endpoint (if asked for) and tracing, for a server process.
+pub async fn telemetry(
+    coordinator: bool,
+    worker: bool,
+    service: &str,
+    metrics_listen: Option<std::net::SocketAddr>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<Metrics>, TracingGuard)> {
+    let metrics = Metrics::new(coordinator, worker);
+    let tracing = augur_telemetry::otel::init(service, metrics.traces.clone())?;
+    if let Some(addr) = metrics_listen {
+        augur_telemetry::http::serve(addr, metrics.clone(), shutdown.clone()).await?;
+    }
+    Ok((metrics, tracing))
+}
+
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = args.config();
     let shutdown = shutdown_on_signal();
-    augur_coordinator::run(config, shutdown)
-        .await
-        .context("coordinator failed")
+    let (metrics, tracing) = telemetry(
+        true,
+        false,
+        "augur-coordinator",
+        args.metrics_listen,
+        &shutdown,
+    )
+    .await?;
+    let result = augur_coordinator::run(config, metrics.coordinator(), shutdown).await;
+    tracing.shutdown(Duration::from_secs(3)).await;
+    result.context("coordinator failed")
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let shutdown = shutdown_on_signal();
-    augur_worker::run(config, shutdown)
-        .await
-        .context("worker failed")
+    let (metrics, tracing) =
+        telemetry(false, true, "augur-worker", args.metrics_listen, &shutdown).await?;
+    let result = augur_worker::run(config, metrics.worker(), shutdown).await;
+    tracing.shutdown(Duration::from_secs(3)).await;
+    result.context("worker failed")
 }

@@ -10,6 +10,8 @@ use augur_proto::v1 as pb;
 use augur_proto::v1::job_service_client::JobServiceClient;
 use augur_proto::v1::job_service_server::JobService;
 use augur_store::CreateOutcome;
+use augur_telemetry::context::{self, PhaseSpan};
+use augur_telemetry::{KeyValue, SpanKind};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -31,7 +33,69 @@ fn parse_id(text: &str) -> Result<JobId, Status> {
         .map_err(|e| Status::invalid_argument(format!("job_id: {e}")))
 }
 
+/// Who called, for audit lines (the peer address until authentication exists).
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn rpc_attributes(method: &'static str) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", "augur.v1.JobService"),
+        KeyValue::new("rpc.method", method),
+    ]
+}
+
 impl Api {
+    async fn submit(
+        &self,
+        request: pb::SubmitJobRequest,
+        span: &mut PhaseSpan,
+    ) -> Result<pb::SubmitJobResponse, Status> {
+        self.shared.metrics.api("submit");
+        let spec = request
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let spec = spec_input(spec)
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut record = JobRecord::new(JobId::generate(), spec, now_ms());
+        span.set(vec![
+            KeyValue::new("augur.job.id", record.id.to_string()),
+            KeyValue::new("cicd.pipeline.task.name", record.spec.name.clone()),
+        ]);
+        record.trace_context = span.carrier();
+        let started = std::time::Instant::now();
+        let outcome = self.shared.jobs.create(&record).await;
+        self.shared
+            .metrics
+            .etcd("create", started.elapsed().as_secs_f64());
+        match outcome.map_err(store_status)? {
+            CreateOutcome::Created => {
+                self.shared.metrics.jobs_submitted.inc();
+                let id = record.id.to_string();
+                if let Some(leader) = self.shared.leader() {
+                    // Hand it to the brain directly: no watch round trip.
+                    let _ = leader.send(LeaderInput::Submitted(Box::new(record)));
+                }
+                Ok(pb::SubmitJobResponse {
+                    job_id: id,
+                    existing: false,
+                })
+            }
+            CreateOutcome::Existing(id) => {
+                span.set(vec![KeyValue::new("augur.job.existing", true)]);
+                Ok(pb::SubmitJobResponse {
+                    job_id: id.to_string(),
+                    existing: true,
+                })
+            }
+        }
+    }
+
     /// A client to the current leader, for calls a follower cannot answer.
     async fn leader_client(&self) -> Result<JobServiceClient<tonic::transport::Channel>, Status> {
         let leader = self
@@ -72,45 +136,39 @@ impl JobService for Api {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-        let spec = spec_input(spec)
-            .validate()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let record = JobRecord::new(JobId::generate(), spec, now_ms());
-        let outcome = self
-            .shared
-            .jobs
-            .create(&record)
-            .await
-            .map_err(store_status)?;
-        let response = match outcome {
-            CreateOutcome::Created => {
-                info!(job_id = %record.id, name = %record.spec.name, "job submitted");
-                let id = record.id.to_string();
-                if let Some(leader) = self.shared.leader() {
-                    // Hand it to the brain directly: no watch round trip.
-                    let _ = leader.send(LeaderInput::Submitted(Box::new(record)));
-                }
-                pb::SubmitJobResponse {
-                    job_id: id,
-                    existing: false,
-                }
+        let caller = caller(&request);
+        let parent = context::extract_metadata(request.metadata());
+        let mut span = PhaseSpan::start(
+            "job.submit",
+            &parent,
+            SpanKind::Server,
+            None,
+            rpc_attributes("SubmitJob"),
+        );
+        let result = self.submit(request.into_inner(), &mut span).await;
+        match &result {
+            Ok(response) => {
+                info!(audit = true, caller = %caller, action = "submit", job_id = %response.job_id,
+                      existing = response.existing, trace_id = %span.trace_id(), result = "ok", "api call");
             }
-            CreateOutcome::Existing(id) => pb::SubmitJobResponse {
-                job_id: id.to_string(),
-                existing: true,
-            },
-        };
-        Ok(Response::new(response))
+            Err(status) => {
+                span.fail(
+                    &format!("{:?}", status.code()),
+                    status.message().to_string(),
+                );
+                info!(audit = true, caller = %caller, action = "submit", result = ?status.code(),
+                      reason = status.message(), "api call refused");
+            }
+        }
+        span.end();
+        result.map(Response::new)
     }
 
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        self.shared.metrics.api("get");
         let id = parse_id(&request.into_inner().job_id)?;
         match self.shared.jobs.get(&id).await.map_err(store_status)? {
             Some(job) => Ok(Response::new(job_to_pb(&job))),
@@ -124,6 +182,7 @@ impl JobService for Api {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.shared.metrics.api("list");
         let request = request.into_inner();
         let states: Vec<JobState> = request
             .states
@@ -162,6 +221,8 @@ impl JobService for Api {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        self.shared.metrics.api("cancel");
+        let who = caller(&request);
         let inner = request.into_inner();
         let id = parse_id(&inner.job_id)?;
         let Some(leader) = self.shared.leader() else {
@@ -173,7 +234,8 @@ impl JobService for Api {
         let job = rx
             .await
             .map_err(|_| Status::unavailable("leadership ended during the call; retry"))??;
-        info!(job_id = %id, state = job.state, "cancel requested");
+        info!(audit = true, caller = %who, action = "cancel", job_id = %id,
+              state = crate::convert::state_name(job.state), result = "ok", "api call");
         Ok(Response::new(pb::CancelJobResponse { job: Some(job) }))
     }
 

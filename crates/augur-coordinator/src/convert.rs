@@ -30,6 +30,24 @@ pub fn state_to_pb(state: JobState) -> pb::JobState {
     }
 }
 
+/// The name of a worker's attempt outcome, for metric labels and spans.
+pub fn outcome_name(value: i32) -> &'static str {
+    match pb::Outcome::try_from(value) {
+        Ok(pb::Outcome::Exited) => "exited",
+        Ok(pb::Outcome::TimedOut) => "timed_out",
+        Ok(pb::Outcome::Cancelled) => "cancelled",
+        Ok(pb::Outcome::StartFailed) => "start_failed",
+        _ => "unknown",
+    }
+}
+
+/// The lowercase name of a wire job state.
+pub fn state_name(value: i32) -> &'static str {
+    state_from_pb(value)
+        .map(JobState::as_str)
+        .unwrap_or("unknown")
+}
+
 pub fn state_from_pb(value: i32) -> Result<JobState, Status> {
     match pb::JobState::try_from(value) {
         Ok(pb::JobState::Pending) => Ok(JobState::Pending),

@@ -17,6 +17,7 @@ use augur_proto::v1::worker_service_server::WorkerServiceServer;
 use augur_store::{
     JobStore, Keys, Leadership, LeaseHandle, StoreError, StoreLimits, WorkerRegistry,
 };
+use augur_telemetry::CoordinatorMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,7 @@ pub(crate) struct Shared {
     pub leadership: Leadership,
     pub leader: watch::Sender<Option<LeaderHandle>>,
     pub next_conn: AtomicU64,
+    pub metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Shared {
 /// when elected, and on shutdown resigns so a peer takes over at once.
 pub async fn run(
     config: CoordinatorConfig,
+    metrics: Arc<CoordinatorMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let listener =
@@ -109,13 +112,14 @@ pub async fn run(
                 addr: config.listen,
                 source,
             })?;
-    run_on(config, listener, shutdown).await
+    run_on(config, listener, metrics, shutdown).await
 }
 
 /// As [`run`], on a listener the caller bound (e.g. to port 0).
 pub async fn run_on(
     config: CoordinatorConfig,
     listener: TcpListener,
+    metrics: Arc<CoordinatorMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
@@ -130,6 +134,7 @@ pub async fn run_on(
         leadership: Leadership::new(client.clone(), keys.clone()),
         leader: watch::channel(None).0,
         next_conn: AtomicU64::new(1),
+        metrics,
     });
 
     let server_stop = CancellationToken::new();
@@ -197,6 +202,9 @@ async fn term(
         fence = shared.leadership.campaign(&lease, &config.node_id, &config.advertise) => fence?,
     };
     info!(epoch = fence.epoch(), "elected leader");
+    shared.metrics.is_leader.set(1);
+    shared.metrics.leader_epoch.set(fence.epoch());
+    shared.metrics.leader_transitions.inc();
     let demote = CancellationToken::new();
     let watchdog = {
         let demote = demote.clone();
@@ -213,6 +221,7 @@ async fn term(
     let shared_for_ready = shared.clone();
     let result = leader::run(
         settings.clone(),
+        shared.metrics.clone(),
         fence.clone(),
         shared.jobs.clone(),
         shared.registry.clone(),
@@ -223,6 +232,9 @@ async fn term(
     )
     .await;
     shared.leader.send_replace(None);
+    shared.metrics.is_leader.set(0);
+    shared.metrics.leader_epoch.set(0);
+    shared.metrics.leader_transitions.inc();
     demote.cancel();
     let _ = watchdog.await;
     // Hand leadership over at once rather than after the lease TTL.

@@ -18,6 +18,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use augur_telemetry::context::{self, Carrier, PhaseSpan};
+use augur_telemetry::metrics::OutcomeLabel;
+use augur_telemetry::{exemplar, KeyValue, SpanKind, WorkerMetrics};
+
 use crate::buffer::{BufferedResult, ResultBuffer};
 use crate::convert::{finished_message, spec_from_pb};
 use crate::executor::{ExecRequest, Executor};
@@ -83,6 +87,7 @@ struct Agent {
     /// The current stream's sender, if connected.
     outbound: Mutex<Option<Outbound>>,
     highest_epoch: Mutex<i64>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Agent {
@@ -118,7 +123,11 @@ impl Agent {
 }
 
 /// Runs a worker until `shutdown` fires.
-pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    metrics: Arc<WorkerMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     let id = WorkerId::new(config.node_id.clone())
         .map_err(|e| WorkerError::Config(format!("--node-id: {e}")))?;
     let buffer = ResultBuffer::open_with(
@@ -139,7 +148,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         running: Mutex::new(HashMap::new()),
         outbound: Mutex::new(None),
         highest_epoch: Mutex::new(0),
+        metrics,
     });
+    agent.metrics.slots.set(i64::from(config.slots));
+    agent
+        .metrics
+        .result_buffer_depth
+        .set(agent.buffer.len() as i64);
     info!(worker_id = %agent.id, slots = config.slots, executor = config.executor.kind(), buffered = agent.buffer.len(), "worker starting");
 
     let registration = tokio::spawn(
@@ -149,8 +164,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let purge = tokio::spawn(purge_outputs(agent.clone(), shutdown.clone()));
 
     let mut backoff = Duration::from_millis(100);
+    let mut sessions = 0u64;
     while !shutdown.is_cancelled() {
-        match session(&agent, &leadership, &shutdown).await {
+        match session(&agent, &leadership, &shutdown, &mut sessions).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 debug!(error = %e, "no stream to the leader");
@@ -218,6 +234,7 @@ async fn keep_registered(
         match attempt.await {
             Ok(lease) => {
                 info!(lease_id = lease.id(), "registered");
+                agent.metrics.registrations.inc();
                 let lost = lease.lost();
                 tokio::select! {
                     _ = shutdown.cancelled() => {
@@ -259,6 +276,7 @@ async fn session(
     agent: &Arc<Agent>,
     leadership: &Leadership,
     shutdown: &CancellationToken,
+    sessions: &mut u64,
 ) -> Result<(), WorkerError> {
     let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
     let mut client = WorkerServiceClient::connect(leader.address.clone()).await?;
@@ -279,6 +297,10 @@ async fn session(
         .await?
         .into_inner();
     *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    if *sessions > 0 {
+        agent.metrics.stream_reconnects.inc();
+    }
+    *sessions += 1;
     info!(leader = %leader.node_id, epoch = leader.epoch, "attached to leader");
     // Results the previous leader never acknowledged.
     for result in agent.buffer.pending() {
@@ -323,6 +345,7 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if attempt.epoch < highest {
+                agent.metrics.stale_assignments_rejected.inc();
                 warn!(job_id = %attempt.job_id, epoch = attempt.epoch, highest, "assignment from a stale leader refused");
                 return;
             }
@@ -345,19 +368,47 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                     },
                 );
             }
+            let parent: Carrier = assign.trace_context.into_iter().collect();
+            let argv: Vec<&String> = std::iter::once(&spec.command).chain(&spec.args).collect();
+            let execute = PhaseSpan::start_under(
+                "job.execute",
+                &parent,
+                SpanKind::Consumer,
+                None,
+                vec![
+                    KeyValue::new("augur.job.id", job_id.to_string()),
+                    KeyValue::new("augur.job.attempt", i64::from(attempt.attempt)),
+                    KeyValue::new("augur.worker.id", agent.id.to_string()),
+                    KeyValue::new("cicd.pipeline.task.name", spec.name.clone()),
+                    KeyValue::new(
+                        "cicd.pipeline.task.run.id",
+                        format!("{job_id}/{}", attempt.attempt),
+                    ),
+                    KeyValue::new("process.executable.name", spec.command.clone()),
+                    KeyValue::new("process.command_args", format!("{argv:?}")),
+                ],
+            );
+            // The job continues this trace: its own spans are children of job.execute.
+            let carrier = execute.carrier();
             let mut extra_env = Vec::new();
-            if let Some(tp) = assign.trace_context.get("traceparent") {
-                extra_env.push(("TRACEPARENT".to_string(), tp.clone()));
+            for (key, var) in [("traceparent", "TRACEPARENT"), ("tracestate", "TRACESTATE")] {
+                if let Some(value) = carrier.get(key) {
+                    extra_env.push((var.to_string(), value.clone()));
+                }
             }
+            let (trace_id, span_id) = context::ids(&carrier);
             let request = ExecRequest {
                 job_id,
                 attempt: attempt.attempt,
                 spec,
                 extra_env,
             };
-            let span = tracing::info_span!("job", job_id = %job_id, attempt = attempt.attempt);
+            let span = tracing::info_span!("job", job_id = %job_id, attempt = attempt.attempt,
+                                           trace_id = %trace_id, span_id = %span_id);
+            agent.metrics.running_attempts.inc();
             tokio::spawn(
-                run_attempt(agent.clone(), request, attempt.epoch, cancel).instrument(span),
+                run_attempt(agent.clone(), request, attempt.epoch, cancel, execute)
+                    .instrument(span),
             );
         }
         In::Cancel(cancel) => {
@@ -376,10 +427,12 @@ fn handle(agent: &Arc<Agent>, msg: In) {
         In::Ack(ack) => {
             let Some(attempt) = ack.attempt else { return };
             let buffer = agent.buffer.clone();
+            let depth = agent.metrics.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = buffer.ack(&attempt.job_id, attempt.attempt) {
                     warn!(error = %e, "could not drop acknowledged result");
                 }
+                depth.result_buffer_depth.set(buffer.len() as i64);
             });
         }
         In::Drain(_) => info!("drain requested by the leader"),
@@ -392,6 +445,7 @@ async fn run_attempt(
     request: ExecRequest,
     epoch: i64,
     cancel: CancellationToken,
+    mut execute: PhaseSpan,
 ) {
     let job_id = request.job_id;
     let attempt = request.attempt;
@@ -414,6 +468,9 @@ async fn run_attempt(
     };
     let result = agent.config.executor.run(request, cancel, started_tx).await;
     let _ = reporter.await;
+    agent.metrics.running_attempts.dec();
+    record_execution(&agent, &mut execute, &result);
+    execute.end();
     let buffered = BufferedResult::from_exec(&job_id.to_string(), attempt, epoch, &result);
     let store = agent.clone();
     let durable = tokio::task::spawn_blocking(move || {
@@ -435,6 +492,10 @@ async fn run_attempt(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&(job_id, attempt));
+    agent
+        .metrics
+        .result_buffer_depth
+        .set(agent.buffer.len() as i64);
     match durable {
         Ok(Ok(buffered)) => agent.send(Out::Finished(finished_message(&buffered))),
         Ok(Err(e)) => {
@@ -442,4 +503,43 @@ async fn run_attempt(
         }
         Err(e) => warn!(error = %e, "result buffering task failed"),
     }
+}
+
+/// Attributes, status and metrics of a finished attempt.
+fn record_execution(agent: &Agent, span: &mut PhaseSpan, result: &crate::executor::ExecResult) {
+    let outcome = result.outcome.as_str();
+    let mut attrs = vec![
+        KeyValue::new("augur.attempt.outcome", outcome),
+        KeyValue::new("augur.attempt.runtime_ms", result.usage.runtime_ms as i64),
+        KeyValue::new("process.cpu.time.user_us", result.usage.user_cpu_us as i64),
+        KeyValue::new(
+            "process.cpu.time.system_us",
+            result.usage.system_cpu_us as i64,
+        ),
+        KeyValue::new("process.memory.max_rss_kb", result.usage.max_rss_kb as i64),
+    ];
+    if let Some(pid) = result.pid {
+        attrs.push(KeyValue::new("process.pid", i64::from(pid)));
+    }
+    if let crate::executor::ExecOutcome::Exited { exit_code, signal } = &result.outcome {
+        if let Some(code) = exit_code {
+            attrs.push(KeyValue::new("process.exit.code", i64::from(*code)));
+        }
+        if let Some(sig) = signal {
+            attrs.push(KeyValue::new("process.exit.signal", i64::from(*sig)));
+        }
+    }
+    span.set(attrs);
+    if !result.outcome.is_success() {
+        span.fail(outcome, result.message.clone());
+    }
+    let label = OutcomeLabel {
+        outcome: outcome.to_string(),
+    };
+    agent.metrics.attempts_finished.get_or_create(&label).inc();
+    agent.metrics.attempt_runtime.get_or_create(&label).observe(
+        result.usage.runtime_ms as f64 / 1000.0,
+        exemplar(Some(span.trace_id())),
+        None,
+    );
 }

@@ -12,11 +12,14 @@ use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as Out;
 use augur_proto::v1::worker_message::Kind as In;
 use augur_store::{Fence, JobStore, WorkerEvent};
+use augur_telemetry::context::PhaseSpan;
+use augur_telemetry::CoordinatorMetrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use super::observe;
 use super::placement::{least_loaded, Candidate};
 use super::writer::{AfterCommit, Writer};
 use super::{spawn_load, LeaderInput, LeaderSettings, StatusSnapshot, WorkerTx};
@@ -58,6 +61,7 @@ impl WorkerEntry {
 
 pub(crate) struct Brain {
     settings: Arc<LeaderSettings>,
+    metrics: Arc<CoordinatorMetrics>,
     fence: Fence,
     writer: Writer,
     self_tx: mpsc::UnboundedSender<LeaderInput>,
@@ -74,8 +78,10 @@ pub(crate) struct Brain {
 }
 
 impl Brain {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Arc<LeaderSettings>,
+        metrics: Arc<CoordinatorMetrics>,
         fence: Fence,
         writer: Writer,
         self_tx: mpsc::UnboundedSender<LeaderInput>,
@@ -86,6 +92,7 @@ impl Brain {
         let mut brain = Brain {
             reconcile_until: None,
             settings,
+            metrics,
             fence,
             writer,
             self_tx,
@@ -129,6 +136,7 @@ impl Brain {
         demote: CancellationToken,
     ) {
         let mut audit = tokio::time::interval(Duration::from_secs(5));
+        let mut gauges = tokio::time::interval(Duration::from_millis(250));
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -147,6 +155,7 @@ impl Brain {
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = audit.tick() => self.check_unreported(),
+                _ = gauges.tick() => self.update_gauges(),
             }
             self.promote_delayed();
             self.finish_reconcile_if_done();
@@ -387,6 +396,7 @@ impl Brain {
                     now_ms: started.started_at_ms,
                 };
                 if let Ok(next) = apply(job, &event) {
+                    observe::started(&self.metrics, &next, started.started_at_ms);
                     self.update(next, None);
                 }
             }
@@ -430,6 +440,7 @@ impl Brain {
             warn!(worker_id = %worker, "finished message without a valid outcome");
             return;
         };
+        let outcome = crate::convert::outcome_name(finished.outcome);
         let event = Event::Finish {
             report,
             now_ms: now_ms(),
@@ -437,8 +448,9 @@ impl Brain {
         };
         match apply(job, &event) {
             Ok(next) => {
+                let span = observe::reported(&self.metrics, job, &next, outcome);
                 self.release(&worker, &next.id, next.spec.resources.slots);
-                let after = self.ack_action(&worker, ack);
+                let after = self.ack_action(&worker, ack, Some(span));
                 self.update(next, after);
             }
             Err(e) => {
@@ -448,13 +460,19 @@ impl Brain {
         }
     }
 
-    fn ack_action(&self, worker: &WorkerId, msg: Out) -> Option<AfterCommit> {
+    fn ack_action(
+        &self,
+        worker: &WorkerId,
+        msg: Out,
+        span: Option<PhaseSpan>,
+    ) -> Option<AfterCommit> {
         let conn = self.workers.get(worker)?.conn.as_ref()?;
         Some(AfterCommit::Send {
             tx: conn.tx.clone(),
             msg: Box::new(pb::CoordinatorMessage { kind: Some(msg) }),
             worker: worker.clone(),
             job: None,
+            span,
         })
     }
 
@@ -482,6 +500,10 @@ impl Brain {
         };
         if let Ok(next) = apply(job, &event) {
             warn!(job_id = %id, attempt, worker_id = %worker, reason, "attempt lost");
+            self.metrics.attempts_lost.inc();
+            if next.state.is_terminal() {
+                observe::finished(&self.metrics, &next);
+            }
             self.release(worker, id, next.spec.resources.slots);
             // If the worker is still there, make sure it stops the orphan.
             self.send(
@@ -533,6 +555,9 @@ impl Brain {
                             }),
                         );
                     }
+                }
+                if next.state.is_terminal() {
+                    observe::finished(&self.metrics, &next);
                 }
                 let after = AfterCommit::Reply(reply, Box::new(next.clone()));
                 self.update(next, Some(after));
@@ -635,7 +660,14 @@ impl Brain {
                     labels: &info.labels,
                 })
             });
-            let chosen = least_loaded(candidates, slots, &job.spec.constraints).cloned();
+            let candidates: Vec<Candidate> = candidates.collect();
+            let chosen =
+                least_loaded(candidates.iter().cloned(), slots, &job.spec.constraints).cloned();
+            let scores: Vec<(WorkerId, f64)> = candidates
+                .iter()
+                .filter(|c| c.fits(slots, &job.spec.constraints))
+                .map(|c| (c.id.clone(), c.load()))
+                .collect();
             let Some(worker) = chosen else { continue };
             let event = Event::Assign {
                 worker: worker.clone(),
@@ -656,6 +688,7 @@ impl Brain {
             let Some(conn) = entry.conn.as_ref() else {
                 continue;
             };
+            let span = observe::placed(&self.metrics, &next, &worker, &scores);
             let assign = pb::CoordinatorMessage {
                 kind: Some(Out::Assign(pb::Assign {
                     attempt: Some(pb::AttemptRef {
@@ -664,7 +697,7 @@ impl Brain {
                         epoch: self.fence.epoch(),
                     }),
                     spec: Some(spec_to_pb(&next.spec)),
-                    trace_context: next.trace_context.clone().into_iter().collect(),
+                    trace_context: span.carrier().into_iter().collect(),
                 })),
             };
             let after = AfterCommit::Send {
@@ -672,10 +705,37 @@ impl Brain {
                 msg: Box::new(assign),
                 worker: worker.clone(),
                 job: Some((id, next.attempt)),
+                span: Some(span),
             };
             debug!(job_id = %id, worker_id = %worker, attempt = next.attempt, "job placed");
             self.update(next, Some(after));
         }
+    }
+
+    fn update_gauges(&self) {
+        let mut g = observe::Gauges {
+            queued: [0; 3],
+            running: 0,
+            workers_ready: 0,
+            workers_disconnected: 0,
+            workers_draining: 0,
+        };
+        for job in self.jobs.values() {
+            if job.state == JobState::Pending {
+                g.queued[observe::class_index(job.spec.priority)] += 1;
+            } else {
+                g.running += 1;
+            }
+        }
+        for entry in self.workers.values() {
+            match (&entry.info, &entry.conn) {
+                (Some(info), _) if info.draining => g.workers_draining += 1,
+                (Some(_), Some(_)) => g.workers_ready += 1,
+                (Some(_), None) => g.workers_disconnected += 1,
+                (None, _) => {}
+            }
+        }
+        observe::gauges(&self.metrics, &g);
     }
 
     fn snapshot(&self) -> StatusSnapshot {

@@ -8,6 +8,7 @@
 //! shutdown) the `demote` token fires and every one of these tasks stops.
 
 mod brain;
+mod observe;
 pub mod placement;
 pub(crate) mod writer;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use augur_core::{JobId, JobRecord, WorkerId};
 use augur_proto::v1 as pb;
 use augur_store::{Fence, JobStore, WorkerEvent, WorkerRegistry};
+use augur_telemetry::CoordinatorMetrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -103,13 +105,16 @@ impl LeaderHandle {
 /// state is loaded.
 pub(crate) async fn run(
     settings: Arc<LeaderSettings>,
+    metrics: Arc<CoordinatorMetrics>,
     fence: Fence,
     jobs: JobStore,
     registry: WorkerRegistry,
     demote: CancellationToken,
     on_ready: impl FnOnce(LeaderHandle),
 ) -> Result<(), augur_store::StoreError> {
+    let loading = std::time::Instant::now();
     let (active, jobs_rev) = jobs.load_active().await?;
+    metrics.etcd("load_active", loading.elapsed().as_secs_f64());
     let (workers, workers_rev) = registry.list().await?;
     info!(
         epoch = fence.epoch(),
@@ -118,8 +123,13 @@ pub(crate) async fn run(
         "leading: state loaded"
     );
     let (tx, rx) = mpsc::unbounded_channel();
-    let (writer, writer_task) =
-        writer::spawn(jobs.clone(), fence.clone(), demote.clone(), tx.clone());
+    let (writer, writer_task) = writer::spawn(
+        jobs.clone(),
+        fence.clone(),
+        demote.clone(),
+        tx.clone(),
+        metrics.clone(),
+    );
 
     let mut pending_watch = jobs.watch_pending(jobs_rev).await?;
     let mut worker_watch = registry.watch(workers_rev).await?;
@@ -168,7 +178,16 @@ pub(crate) async fn run(
         tx: tx.clone(),
         epoch: fence.epoch(),
     });
-    let brain = brain::Brain::new(settings, fence, writer, tx, jobs.clone(), active, workers);
+    let brain = brain::Brain::new(
+        settings,
+        metrics,
+        fence,
+        writer,
+        tx,
+        jobs.clone(),
+        active,
+        workers,
+    );
     brain.run(rx, demote.clone()).await;
     demote.cancel();
     for task in [watches, janitor, writer_task] {

@@ -22,7 +22,8 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn fits(&self, slots: u32, constraints: &BTreeMap<String, String>) -> bool {
+    /// Whether this worker can take a job of `slots` with `constraints`.
+    pub fn fits(&self, slots: u32, constraints: &BTreeMap<String, String>) -> bool {
         self.available
             && self.slots.saturating_sub(self.used) >= slots
             && constraints
@@ -30,7 +31,8 @@ impl Candidate<'_> {
                 .all(|(k, v)| self.labels.get(k) == Some(v))
     }
 
-    fn load(&self) -> f64 {
+    /// Fraction of slots in use: the least-loaded score (lower wins).
+    pub fn load(&self) -> f64 {
         self.used as f64 / self.slots.max(1) as f64
     }
 }

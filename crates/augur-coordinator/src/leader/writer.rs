@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use augur_core::{JobId, JobRecord};
 use augur_proto::v1 as pb;
+use std::sync::Arc;
+
 use augur_store::{Fence, JobStore, StoreError};
+use augur_telemetry::context::PhaseSpan;
+use augur_telemetry::CoordinatorMetrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -29,6 +33,8 @@ pub(crate) enum AfterCommit {
         msg: Box<pb::CoordinatorMessage>,
         worker: augur_core::WorkerId,
         job: Option<(JobId, u32)>,
+        /// A phase span (`job.dispatch`, `job.report`) that ends once done.
+        span: Option<PhaseSpan>,
     },
     /// Answer an API call with the record as written.
     Reply(oneshot::Sender<Result<pb::Job, Status>>, Box<JobRecord>),
@@ -59,9 +65,10 @@ pub(crate) fn spawn(
     fence: Fence,
     demote: CancellationToken,
     brain: mpsc::UnboundedSender<LeaderInput>,
+    metrics: Arc<CoordinatorMetrics>,
 ) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(store, fence, demote, rx, brain));
+    let handle = tokio::spawn(run(store, fence, demote, rx, brain, metrics));
     (Writer { tx }, handle)
 }
 
@@ -71,6 +78,7 @@ async fn run(
     demote: CancellationToken,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
     brain: mpsc::UnboundedSender<LeaderInput>,
+    metrics: Arc<CoordinatorMetrics>,
 ) {
     let mut records: Vec<JobRecord> = Vec::new();
     let mut index: HashMap<JobId, usize> = HashMap::new();
@@ -93,10 +101,12 @@ async fn run(
             }
         }
         let refs: Vec<&JobRecord> = records.iter().collect();
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = demote.cancelled() => return,
             r = store.commit(&fence, &refs) => r,
         };
+        metrics.etcd("commit", started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 backoff = Duration::from_millis(50);
@@ -152,8 +162,16 @@ fn run_action(action: AfterCommit, brain: &mpsc::UnboundedSender<LeaderInput>) {
             msg,
             worker,
             job,
+            span,
         } => {
-            if tx.send(Ok(*msg)).is_err() {
+            let delivered = tx.send(Ok(*msg)).is_ok();
+            if let Some(mut span) = span {
+                if !delivered {
+                    span.fail("stream_closed", "the worker's stream was gone".into());
+                }
+                span.end();
+            }
+            if !delivered {
                 if let Some((job, attempt)) = job {
                     let _ = brain.send(LeaderInput::SendFailed {
                         worker,

@@ -1,0 +1,199 @@
+//! What the leader records about each decision: metrics (with the job's trace
+//! id as exemplar) and the phase spans of the job's trace (`job.queue`,
+//! `job.place`, `job.dispatch`, `job.report`). Kept apart from the brain so the
+//! decision code reads as decisions.
+
+use std::time::SystemTime;
+
+use augur_core::{JobRecord, JobState, WorkerId};
+use augur_telemetry::context::{at_ms, record, trace_id, PhaseSpan};
+use augur_telemetry::metrics::{
+    OutcomeLabel, PolicyLabel, PriorityClass, PriorityLabel, StateLabel,
+};
+use augur_telemetry::{exemplar, CoordinatorMetrics, KeyValue, SpanKind};
+
+/// The policy this leader places with.
+pub const POLICY: &str = "least-loaded";
+
+fn job_attributes(job: &JobRecord) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("augur.job.id", job.id.to_string()),
+        KeyValue::new("cicd.pipeline.task.name", job.spec.name.clone()),
+        KeyValue::new(
+            "cicd.pipeline.task.run.id",
+            format!("{}/{}", job.id, job.attempt),
+        ),
+        KeyValue::new("augur.job.attempt", i64::from(job.attempt)),
+    ]
+}
+
+/// A job was placed on `worker` (`placed` is its record after the assignment):
+/// records its queue wait and placement, and starts its `job.dispatch` span,
+/// which the worker's `job.execute` span will be a child of.
+pub fn placed(
+    metrics: &CoordinatorMetrics,
+    placed: &JobRecord,
+    worker: &WorkerId,
+    candidates: &[(WorkerId, f64)],
+) -> PhaseSpan {
+    let now = augur_core::now_ms();
+    let ready_at = placed.not_before_ms.max(placed.submitted_at_ms);
+    let wait_s = (now - ready_at).max(0) as f64 / 1000.0;
+    let trace = trace_id(&placed.trace_context);
+    metrics.queue_wait.observe(wait_s, exemplar(trace), None);
+    metrics
+        .placement_decisions
+        .get_or_create(&PolicyLabel {
+            policy: POLICY.to_string(),
+        })
+        .inc();
+    let attrs = job_attributes(placed);
+    record(
+        "job.queue",
+        &placed.trace_context,
+        at_ms(ready_at),
+        at_ms(now),
+        attrs.clone(),
+    );
+    let scores: Vec<String> = candidates
+        .iter()
+        .take(16)
+        .map(|(w, load)| format!("{w}={load:.3}"))
+        .collect();
+    let mut place_attrs = attrs.clone();
+    place_attrs.extend([
+        KeyValue::new("augur.placement.policy", POLICY),
+        KeyValue::new("augur.placement.candidates", scores.join(",")),
+        KeyValue::new("augur.placement.candidate_count", candidates.len() as i64),
+        KeyValue::new("augur.placement.chosen", worker.to_string()),
+        KeyValue::new(
+            "augur.placement.score",
+            "fraction of slots in use (lower wins)",
+        ),
+    ]);
+    record(
+        "job.place",
+        &placed.trace_context,
+        at_ms(now),
+        SystemTime::now(),
+        place_attrs,
+    );
+    let mut dispatch_attrs = attrs;
+    dispatch_attrs.push(KeyValue::new("augur.worker.id", worker.to_string()));
+    dispatch_attrs.push(KeyValue::new("augur.leader.epoch", placed.epoch));
+    PhaseSpan::start_under(
+        "job.dispatch",
+        &placed.trace_context,
+        SpanKind::Producer,
+        None,
+        dispatch_attrs,
+    )
+}
+
+/// The attempt's process started.
+pub fn started(metrics: &CoordinatorMetrics, job: &JobRecord, started_at_ms: i64) {
+    let seconds = (started_at_ms - job.submitted_at_ms).max(0) as f64 / 1000.0;
+    metrics
+        .submit_to_start
+        .observe(seconds, exemplar(trace_id(&job.trace_context)), None);
+}
+
+/// A result arrived and moved the job from `before` to `after`; returns the
+/// `job.report` span, ended once the new record is durable.
+pub fn reported(
+    metrics: &CoordinatorMetrics,
+    before: &JobRecord,
+    after: &JobRecord,
+    outcome: &str,
+) -> PhaseSpan {
+    let trace = trace_id(&after.trace_context);
+    if let Some(usage) = &after.usage {
+        metrics
+            .job_runtime
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .observe(usage.runtime_ms as f64 / 1000.0, exemplar(trace), None);
+    }
+    if after.state.is_terminal() {
+        finished(metrics, after);
+    } else if after.state == JobState::Pending {
+        metrics.job_retries.inc();
+    }
+    let mut attrs = job_attributes(before);
+    attrs.push(KeyValue::new("augur.attempt.outcome", outcome.to_string()));
+    attrs.push(KeyValue::new("augur.job.state", after.state.as_str()));
+    if let Some(code) = after.exit_code {
+        attrs.push(KeyValue::new("process.exit.code", i64::from(code)));
+    }
+    let mut span = PhaseSpan::start_under(
+        "job.report",
+        &after.trace_context,
+        SpanKind::Consumer,
+        None,
+        attrs,
+    );
+    if matches!(after.state, JobState::Failed | JobState::TimedOut) {
+        span.fail(after.state.as_str(), after.message.clone());
+    }
+    span
+}
+
+/// A job reached a terminal state.
+pub fn finished(metrics: &CoordinatorMetrics, job: &JobRecord) {
+    metrics
+        .jobs_finished
+        .get_or_create(&OutcomeLabel {
+            outcome: job.state.as_str().to_string(),
+        })
+        .inc();
+}
+
+/// Queue, running and worker gauges, from counts the brain keeps.
+pub struct Gauges {
+    pub queued: [i64; 3],
+    pub running: i64,
+    pub workers_ready: i64,
+    pub workers_disconnected: i64,
+    pub workers_draining: i64,
+}
+
+pub fn gauges(metrics: &CoordinatorMetrics, g: &Gauges) {
+    for (class, count) in [
+        PriorityClass::High,
+        PriorityClass::Normal,
+        PriorityClass::Low,
+    ]
+    .into_iter()
+    .zip(g.queued)
+    {
+        metrics
+            .queue_depth
+            .get_or_create(&PriorityLabel {
+                priority_class: class.as_str(),
+            })
+            .set(count);
+    }
+    metrics.jobs_running.set(g.running);
+    for (state, count) in [
+        ("ready", g.workers_ready),
+        ("disconnected", g.workers_disconnected),
+        ("draining", g.workers_draining),
+    ] {
+        metrics
+            .workers
+            .get_or_create(&StateLabel {
+                state: state.to_string(),
+            })
+            .set(count);
+    }
+}
+
+/// Index of a priority in `Gauges::queued`.
+pub fn class_index(priority: i32) -> usize {
+    match PriorityClass::of(priority) {
+        PriorityClass::High => 0,
+        PriorityClass::Normal => 1,
+        PriorityClass::Low => 2,
+    }
+}

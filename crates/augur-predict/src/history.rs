@@ -1,0 +1,401 @@
+//! Causal run history: per-template statistics of past runtimes.
+//!
+//! A *template* (Smith, Foster & Taylor, JPDC 2004) is a set of job attributes —
+//! user, user+class, class, user+requested resources, … — and two jobs with the
+//! same values for a template's attributes are "similar" under it. For every
+//! template value seen so far, [`History`] keeps the count, the last two runtimes
+//! (Tsafrir's predictor), an exponentially weighted mean and the plain mean of
+//! ln(runtime), and the mean ln ratio of runtime to requested time. These are the
+//! target encodings of the high-cardinality categories (users, classes): they are
+//! computed from history only.
+//!
+//! **Causality** is the caller's duty and the whole point: a record may be
+//! [`History::observe`]d only once its job has finished (its `finished_at_ms` is
+//! not after the moment a prediction is made). [`crate::replay::CausalReplay`]
+//! enforces that order for offline replays.
+//!
+//! Runtimes are normalised to a speed-1 worker (runtime × worker speed) and
+//! floored at one second, so ln(runtime) is finite and jobs run on workers of
+//! different speeds are comparable.
+
+use std::collections::HashMap;
+
+use augur_core::RunRecord;
+use serde::{Deserialize, Serialize};
+
+/// Shortest runtime the model distinguishes, in seconds.
+pub const MIN_RUNTIME_S: f64 = 1.0;
+
+/// Smoothing factor of the per-template EWMA of ln(runtime).
+const EWMA_ALPHA: f64 = 0.3;
+
+/// The templates, in feature order. Each names the attributes that make two
+/// jobs similar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Template {
+    User,
+    UserClass,
+    Class,
+    UserCommand,
+    /// Same user, same requested time and CPU: a resubmission of "the same" job.
+    UserRequest,
+    UserCpu,
+    UserClassCpu,
+    /// Same user and same non-user, non-hint labels (SWF: group, queue, partition).
+    UserLabels,
+}
+
+impl Template {
+    pub const ALL: [Template; 8] = [
+        Template::User,
+        Template::UserClass,
+        Template::Class,
+        Template::UserCommand,
+        Template::UserRequest,
+        Template::UserCpu,
+        Template::UserClassCpu,
+        Template::UserLabels,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::User => "user",
+            Template::UserClass => "user_class",
+            Template::Class => "class",
+            Template::UserCommand => "user_command",
+            Template::UserRequest => "user_request",
+            Template::UserCpu => "user_cpu",
+            Template::UserClassCpu => "user_class_cpu",
+            Template::UserLabels => "user_labels",
+        }
+    }
+
+    /// The template's key for a job, or `None` when the job lacks an attribute
+    /// the template needs (no user, no class, …).
+    pub fn key(self, job: &RunRecord) -> Option<u64> {
+        let mut h = Fnv::new(self as u8);
+        let need = |s: &str| (!s.is_empty()).then_some(());
+        match self {
+            Template::User => {
+                need(&job.user)?;
+                h.str(&job.user);
+            }
+            Template::UserClass => {
+                need(&job.user)?;
+                need(&job.name)?;
+                h.str(&job.user).str(&job.name);
+            }
+            Template::Class => {
+                need(&job.name)?;
+                h.str(&job.name);
+            }
+            Template::UserCommand => {
+                need(&job.user)?;
+                need(&job.command)?;
+                h.str(&job.user).str(&job.command);
+            }
+            Template::UserRequest => {
+                need(&job.user)?;
+                let requested = job.requested_time_s?;
+                h.str(&job.user)
+                    .u64(requested.to_bits())
+                    .u64(job.requested_cpu_millis)
+                    .u64(job.requested_slots as u64);
+            }
+            Template::UserCpu => {
+                need(&job.user)?;
+                h.str(&job.user)
+                    .u64(job.requested_cpu_millis)
+                    .u64(job.requested_slots as u64);
+            }
+            Template::UserClassCpu => {
+                need(&job.user)?;
+                need(&job.name)?;
+                h.str(&job.user)
+                    .str(&job.name)
+                    .u64(job.requested_cpu_millis)
+                    .u64(job.requested_slots as u64);
+            }
+            Template::UserLabels => {
+                need(&job.user)?;
+                h.str(&job.user);
+                let mut any = false;
+                for (k, v) in &job.labels {
+                    if augur_core::run::USER_LABELS.contains(&k.as_str())
+                        || k.starts_with(augur_core::run::HINT_LABEL_PREFIX)
+                    {
+                        continue;
+                    }
+                    any = true;
+                    h.str(k).str(v);
+                }
+                any.then_some(())?;
+            }
+        }
+        Some(h.finish())
+    }
+}
+
+/// FNV-1a, 64 bit: stable across Rust versions and processes, so keys survive
+/// serialisation (std's hasher makes no such promise).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new(seed: u8) -> Self {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.byte(seed);
+        h
+    }
+    fn byte(&mut self, b: u8) {
+        self.0 ^= b as u64;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        for b in s.bytes() {
+            self.byte(b);
+        }
+        self.byte(0xff); // separator: ("ab","c") != ("a","bc")
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        for b in v.to_le_bytes() {
+            self.byte(b);
+        }
+        self
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Runtime statistics of the jobs that share one template value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub count: u64,
+    /// The last two runtimes (seconds, speed-1), newest first; 0 = none.
+    pub last: [f64; 2],
+    /// EWMA of ln(runtime).
+    pub ewma_ln: f64,
+    /// Sum of ln(runtime), for the mean.
+    pub sum_ln: f64,
+    /// Records that had a requested time, and the EWMA of ln(runtime / requested).
+    pub ratio_count: u64,
+    pub ratio_ewma_ln: f64,
+    /// EWMA of |ln(last-2 mean) - ln(runtime)|: how well this template's
+    /// last-2 estimate has been doing (the "expert" score). Valid once
+    /// `count >= 1` before an observation, i.e. from the second run on.
+    #[serde(default)]
+    pub error_ewma: f64,
+    #[serde(default)]
+    pub error_count: u64,
+}
+
+impl Stats {
+    fn observe(&mut self, runtime_s: f64, requested_s: Option<f64>) {
+        let ln = runtime_s.ln();
+        if let Some(previous) = self.last2_mean() {
+            let error = (previous.ln() - ln).abs();
+            self.error_ewma = if self.error_count == 0 {
+                error
+            } else {
+                EWMA_ALPHA * error + (1.0 - EWMA_ALPHA) * self.error_ewma
+            };
+            self.error_count += 1;
+        }
+        self.ewma_ln = if self.count == 0 {
+            ln
+        } else {
+            EWMA_ALPHA * ln + (1.0 - EWMA_ALPHA) * self.ewma_ln
+        };
+        self.count += 1;
+        self.sum_ln += ln;
+        self.last = [runtime_s, self.last[0]];
+        if let Some(requested) = requested_s.filter(|r| r.is_finite() && *r >= MIN_RUNTIME_S) {
+            let ratio = ln - requested.ln();
+            self.ratio_ewma_ln = if self.ratio_count == 0 {
+                ratio
+            } else {
+                EWMA_ALPHA * ratio + (1.0 - EWMA_ALPHA) * self.ratio_ewma_ln
+            };
+            self.ratio_count += 1;
+        }
+    }
+
+    /// Tsafrir's predictor: the mean of the last two runtimes (or the only one).
+    pub fn last2_mean(&self) -> Option<f64> {
+        match self.count {
+            0 => None,
+            1 => Some(self.last[0]),
+            _ => Some((self.last[0] + self.last[1]) / 2.0),
+        }
+    }
+
+    /// The newest runtime.
+    pub fn last1(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.last[0])
+    }
+
+    pub fn mean_ln(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ln / self.count as f64)
+    }
+}
+
+/// Global statistics over every observed record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GlobalStats {
+    pub count: u64,
+    pub sum_s: f64,
+    pub sum_ln: f64,
+}
+
+impl GlobalStats {
+    /// Arithmetic mean runtime, seconds.
+    pub fn mean_s(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_s / self.count as f64)
+    }
+    /// Mean of ln(runtime).
+    pub fn mean_ln(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ln / self.count as f64)
+    }
+}
+
+/// The causal history: statistics per template value, built only from
+/// finished runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    templates: Vec<HashMap<u64, Stats>>,
+    global: GlobalStats,
+    /// Largest `finished_at_ms` observed so far (for causality checks).
+    latest_finish_ms: i64,
+}
+
+impl History {
+    pub fn new() -> Self {
+        History {
+            templates: vec![HashMap::new(); Template::ALL.len()],
+            global: GlobalStats::default(),
+            latest_finish_ms: i64::MIN,
+        }
+    }
+
+    /// Builds a history from finished records, in finish order.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a RunRecord>) -> Self {
+        let mut sorted: Vec<&RunRecord> = records.into_iter().collect();
+        sorted.sort_by_key(|r| r.finished_at_ms);
+        let mut history = History::new();
+        for record in sorted {
+            history.observe(record);
+        }
+        history
+    }
+
+    /// Adds a finished run. Call only once the run has finished, as seen from
+    /// the moment of the next prediction.
+    pub fn observe(&mut self, record: &RunRecord) {
+        if self.templates.len() != Template::ALL.len() {
+            // A history deserialised from an older shape: start the tables over.
+            self.templates = vec![HashMap::new(); Template::ALL.len()];
+        }
+        let runtime_s = reference_runtime_s(record);
+        for (i, template) in Template::ALL.iter().enumerate() {
+            if let Some(key) = template.key(record) {
+                self.templates[i]
+                    .entry(key)
+                    .or_default()
+                    .observe(runtime_s, record.requested_time_s);
+            }
+        }
+        self.global.count += 1;
+        self.global.sum_s += runtime_s;
+        self.global.sum_ln += runtime_s.ln();
+        self.latest_finish_ms = self.latest_finish_ms.max(record.finished_at_ms);
+    }
+
+    /// The statistics of `job`'s value of `template`, if any run shared it.
+    pub fn stats(&self, template: Template, job: &RunRecord) -> Option<&Stats> {
+        let key = template.key(job)?;
+        self.templates
+            .get(template as usize)?
+            .get(&key)
+            .filter(|s| s.count > 0)
+    }
+
+    pub fn global(&self) -> &GlobalStats {
+        &self.global
+    }
+
+    /// Records observed so far.
+    pub fn len(&self) -> u64 {
+        self.global.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.global.count == 0
+    }
+
+    /// The newest finish time observed (`i64::MIN` when empty).
+    pub fn latest_finish_ms(&self) -> i64 {
+        self.latest_finish_ms
+    }
+}
+
+/// A record's runtime on a speed-1 worker, floored at [`MIN_RUNTIME_S`].
+pub fn reference_runtime_s(record: &RunRecord) -> f64 {
+    let s = record.reference_runtime_s();
+    if s.is_finite() {
+        s.max(MIN_RUNTIME_S)
+    } else {
+        MIN_RUNTIME_S
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::record;
+
+    #[test]
+    fn templates_need_their_attributes() {
+        let mut job = record(1, "alice", "sim", 10.0);
+        assert!(Template::User.key(&job).is_some());
+        assert!(Template::UserRequest.key(&job).is_none());
+        assert!(Template::UserLabels.key(&job).is_none());
+        job.requested_time_s = Some(60.0);
+        assert!(Template::UserRequest.key(&job).is_some());
+        job.user.clear();
+        assert!(Template::User.key(&job).is_none());
+        assert!(Template::Class.key(&job).is_some());
+    }
+
+    #[test]
+    fn stats_keep_the_last_two_and_normalise_speed() {
+        let mut history = History::new();
+        let mut a = record(1, "alice", "sim", 10.0);
+        a.worker_speed = 2.0;
+        history.observe(&a);
+        history.observe(&record(2, "alice", "sim", 40.0));
+        let s = history
+            .stats(Template::User, &a)
+            .expect("alice has history");
+        assert_eq!(s.count, 2);
+        assert_eq!(s.last2_mean(), Some(30.0));
+        assert_eq!(s.last1(), Some(40.0));
+        assert_eq!(history.global().mean_s(), Some(30.0));
+        let other = record(3, "bob", "sim", 1.0);
+        assert!(history.stats(Template::User, &other).is_none());
+        assert_eq!(
+            history.stats(Template::Class, &other).map(|s| s.count),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn history_round_trips_through_json() {
+        let mut history = History::new();
+        history.observe(&record(1, "alice", "sim", 10.0));
+        let json = serde_json::to_string(&history).expect("serialises");
+        let back: History = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, history);
+    }
+}
