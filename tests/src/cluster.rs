@@ -1,6 +1,7 @@
 //! A real Augur cluster for one test: etcd, coordinators and workers as child
 //! processes, each logging to its own file in the cluster's temp dir.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct Cluster {
     coordinator_apis: Vec<String>,
     /// Metrics address of each coordinator.
     coordinator_metrics: Vec<String>,
+    /// Metrics address of each worker by name, kept across restarts.
+    worker_metrics: BTreeMap<String, String>,
     nodes: Vec<Node>,
     /// Released last (fields drop in declaration order, after `Drop::drop`).
     _lock: ClusterLock,
@@ -117,6 +120,7 @@ impl Cluster {
             etcd_url,
             coordinator_apis,
             coordinator_metrics,
+            worker_metrics: BTreeMap::new(),
             nodes: Vec::new(),
             _lock: lock,
         };
@@ -171,6 +175,28 @@ impl Cluster {
         &self.coordinator_metrics[index]
     }
 
+    /// The metrics address (`host:port`) of worker `name` (started at least once).
+    pub fn worker_metrics_addr(&self, name: &str) -> &str {
+        self.worker_metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no worker named {name} was started"))
+    }
+
+    /// Every metrics endpoint as `(node name, host:port)`: coordinators c1, c2, ...
+    /// then workers by name (including workers the test killed).
+    pub fn metrics_targets(&self) -> Vec<(String, String)> {
+        let coordinators = self
+            .coordinator_metrics
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| (format!("c{}", i + 1), addr.clone()));
+        let workers = self
+            .worker_metrics
+            .iter()
+            .map(|(name, addr)| (name.clone(), addr.clone()));
+        coordinators.chain(workers).collect()
+    }
+
     /// The `augur` binary under test.
     pub fn augur_bin(&self) -> &Path {
         &self.augur
@@ -206,10 +232,16 @@ impl Cluster {
     }
 
     /// Starts (or restarts, after [`Cluster::kill_worker`]) worker `name` with data
-    /// dir `<cluster dir>/<name>`. Does not wait for it to be ready.
+    /// dir `<cluster dir>/<name>` and metrics on a port of its own (the same one
+    /// after a restart). Does not wait for it to be ready.
     pub fn start_worker(&mut self, name: &str) {
         let data_dir = self.root.join(name);
         std::fs::create_dir_all(&data_dir).expect("create the worker's data dir");
+        let metrics = self
+            .worker_metrics
+            .entry(name.to_string())
+            .or_insert_with(|| format!("127.0.0.1:{}", free_ports(1)[0]))
+            .clone();
         let mut command = Command::new(&self.augur);
         command
             .arg("worker")
@@ -218,7 +250,8 @@ impl Cluster {
             .args(["--slots", &self.config.worker_slots.to_string()])
             .args(["--label", "zone=a", "--data-dir"])
             .arg(&data_dir)
-            .args(["--lease-ttl", self.config.lease_ttl]);
+            .args(["--lease-ttl", self.config.lease_ttl])
+            .args(["--metrics-listen", &metrics]);
         if let Some(executor) = self.config.executor {
             command.args(["--executor", executor]);
         }

@@ -13,9 +13,14 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod exposition;
+pub mod grafana;
+pub mod http;
 pub mod jobs;
 pub mod ledger;
+pub mod otlp;
 pub mod process;
+pub mod prometheus;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterConfig};

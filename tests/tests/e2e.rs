@@ -12,5 +12,7 @@ mod bad_input;
 mod lifecycle;
 #[path = "e2e/load.rs"]
 mod load;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;

@@ -188,6 +188,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         true,
         "augur-dev",
         Some(args.metrics_listen),
+        None,
         &shutdown,
     )
     .await?;

@@ -80,6 +80,9 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "AUGUR_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Export traces over OTLP/gRPC here (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no export).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// Unique node id.
     #[arg(long, env = "AUGUR_NODE_ID", default_value = "coordinator-1")]
     pub node_id: String,
@@ -163,6 +166,9 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "AUGUR_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Export traces over OTLP/gRPC here (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no export).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl WorkerArgs {
@@ -228,10 +234,11 @@ pub async fn telemetry(
     worker: bool,
     service: &str,
     metrics_listen: Option<std::net::SocketAddr>,
+    otlp_endpoint: Option<&str>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<Metrics>, TracingGuard)> {
     let metrics = Metrics::new(coordinator, worker);
-    let tracing = augur_telemetry::otel::init(service, metrics.traces.clone())?;
+    let tracing = augur_telemetry::otel::init(service, otlp_endpoint, metrics.traces.clone())?;
     if let Some(addr) = metrics_listen {
         augur_telemetry::http::serve(addr, metrics.clone(), shutdown.clone()).await?;
     }
@@ -246,6 +253,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         false,
         "augur-coordinator",
         args.metrics_listen,
+        args.otlp_endpoint.as_deref(),
         &shutdown,
     )
     .await?;
@@ -257,8 +265,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let shutdown = shutdown_on_signal();
-    let (metrics, tracing) =
-        telemetry(false, true, "augur-worker", args.metrics_listen, &shutdown).await?;
+    let (metrics, tracing) = telemetry(
+        false,
+        true,
+        "augur-worker",
+        args.metrics_listen,
+        args.otlp_endpoint.as_deref(),
+        &shutdown,
+    )
+    .await?;
     let result = augur_worker::run(config, metrics.worker(), shutdown).await;
     tracing.shutdown(Duration::from_secs(3)).await;
     result.context("worker failed")

@@ -25,14 +25,11 @@ use crate::history::{History, Template, MIN_RUNTIME_S};
 /// ln(runtime) assumed before any history exists: one minute.
 pub const PRIOR_LN_RUNTIME: f64 = 4.094_344_562_222_1; // ln(60)
 
-/// Error score assumed for a template with too little history (ln units).
-const UNKNOWN_ERROR: f64 = 2.0;
-
 /// Features per template.
-const PER_TEMPLATE: usize = 7;
+const PER_TEMPLATE: usize = 6;
 
 /// Number of features that do not depend on the schema.
-pub const BASE_FEATURES: usize = Template::ALL.len() * PER_TEMPLATE + 11 + 3;
+pub const BASE_FEATURES: usize = Template::ALL.len() * PER_TEMPLATE + 11;
 
 /// The schema-dependent part of the feature vector: which submitter hints the
 /// model uses (chosen from the training records).
@@ -79,15 +76,7 @@ impl FeatureSchema {
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::with_capacity(self.len());
         for template in Template::ALL {
-            for part in [
-                "has",
-                "last1",
-                "last2",
-                "ewma",
-                "mean",
-                "log_count",
-                "error",
-            ] {
+            for part in ["has", "last1", "last2", "ewma", "mean", "log_count"] {
                 names.push(format!("{}.{part}", template.name()));
             }
         }
@@ -103,9 +92,6 @@ impl FeatureSchema {
             "weekend",
             "global.mean",
             "history.log_count",
-            "best.last2",
-            "best.ewma",
-            "best.error",
         ] {
             names.push(name.to_string());
         }
@@ -165,7 +151,6 @@ pub fn base_features(history: &History, job: &RunRecord, out: &mut Vec<f64>) -> 
         max_count: 0,
         specific: None,
     };
-    let mut best: Option<(f64, f64, f64)> = None;
     for template in Template::ALL {
         let stats = history.stats(template, job);
         // Broader estimate for imputation: the user's mean, unless this is the
@@ -186,24 +171,9 @@ pub fn base_features(history: &History, job: &RunRecord, out: &mut Vec<f64>) -> 
                 out.push(s.ewma_ln);
                 out.push(s.mean_ln().unwrap_or(impute));
                 out.push((1.0 + s.count as f64).ln());
-                let error = if s.error_count > 0 {
-                    s.error_ewma
-                } else {
-                    UNKNOWN_ERROR
-                };
-                out.push(error);
-                // The expert with the smallest recent error (ties: the more
-                // specific template, which comes first).
-                if best.is_none_or(|(e, _, _)| error < e) {
-                    best = Some((
-                        error,
-                        s.last2_mean().map(f64::ln).unwrap_or(impute),
-                        s.ewma_ln,
-                    ));
-                }
             }
             None => {
-                out.extend_from_slice(&[0.0, impute, impute, impute, impute, 0.0, UNKNOWN_ERROR]);
+                out.extend_from_slice(&[0.0, impute, impute, impute, impute, 0.0]);
             }
         }
     }
@@ -240,8 +210,6 @@ pub fn base_features(history: &History, job: &RunRecord, out: &mut Vec<f64>) -> 
     out.push(if weekday >= 5 { 1.0 } else { 0.0 });
     out.push(global_ln);
     out.push((1.0 + history.len() as f64).ln());
-    let (best_error, best_last2, best_ewma) = best.unwrap_or((UNKNOWN_ERROR, global_ln, global_ln));
-    out.extend_from_slice(&[best_last2, best_ewma, best_error]);
     coverage
 }
 

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 /// Shortest runtime the model distinguishes, in seconds.
 pub const MIN_RUNTIME_S: f64 = 1.0;
 
+/// Runtimes remembered per template value.
+pub const RECENT: usize = 5;
+
 /// Smoothing factor of the per-template EWMA of ln(runtime).
 const EWMA_ALPHA: f64 = 0.3;
 
@@ -173,8 +176,8 @@ impl Fnv {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub count: u64,
-    /// The last two runtimes (seconds, speed-1), newest first; 0 = none.
-    pub last: [f64; 2],
+    /// The last runtimes (seconds, speed-1), newest first; 0 = none.
+    pub last: [f64; RECENT],
     /// EWMA of ln(runtime).
     pub ewma_ln: f64,
     /// Sum of ln(runtime), for the mean.
@@ -182,26 +185,81 @@ pub struct Stats {
     /// Records that had a requested time, and the EWMA of ln(runtime / requested).
     pub ratio_count: u64,
     pub ratio_ewma_ln: f64,
-    /// EWMA of |ln(last-2 mean) - ln(runtime)|: how well this template's
-    /// last-2 estimate has been doing (the "expert" score). Valid once
-    /// `count >= 1` before an observation, i.e. from the second run on.
+    /// How this template's own estimates ([`Expert`]) fared on its runs so far.
     #[serde(default)]
+    pub experts: [ExpertScore; Expert::ALL.len()],
+}
+
+/// The estimates a template offers for the next similar job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expert {
+    /// The newest runtime.
+    Last1 = 0,
+    /// The mean of the two newest runtimes (Tsafrir).
+    Last2 = 1,
+    /// The requested time scaled by the template's typical runtime/request ratio.
+    Ratio = 2,
+    /// The median of the last three runtimes: picks a mode when runs alternate.
+    Median3 = 3,
+    /// The median of the last five runtimes.
+    Median5 = 4,
+}
+
+impl Expert {
+    pub const ALL: [Expert; 5] = [
+        Expert::Last1,
+        Expert::Last2,
+        Expert::Ratio,
+        Expert::Median3,
+        Expert::Median5,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Expert::Last1 => "last1",
+            Expert::Last2 => "last2",
+            Expert::Ratio => "ratio",
+            Expert::Median3 => "median3",
+            Expert::Median5 => "median5",
+        }
+    }
+}
+
+/// Running score of one expert: EWMAs of its absolute ln error and of whether
+/// it was within a factor of two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpertScore {
+    pub count: u64,
     pub error_ewma: f64,
-    #[serde(default)]
-    pub error_count: u64,
+    pub hit_ewma: f64,
+}
+
+impl ExpertScore {
+    fn record(&mut self, error: f64) {
+        let hit = if error <= std::f64::consts::LN_2 {
+            1.0
+        } else {
+            0.0
+        };
+        if self.count == 0 {
+            self.error_ewma = error;
+            self.hit_ewma = hit;
+        } else {
+            self.error_ewma = EWMA_ALPHA * error + (1.0 - EWMA_ALPHA) * self.error_ewma;
+            self.hit_ewma = EWMA_ALPHA * hit + (1.0 - EWMA_ALPHA) * self.hit_ewma;
+        }
+        self.count += 1;
+    }
 }
 
 impl Stats {
     fn observe(&mut self, runtime_s: f64, requested_s: Option<f64>) {
         let ln = runtime_s.ln();
-        if let Some(previous) = self.last2_mean() {
-            let error = (previous.ln() - ln).abs();
-            self.error_ewma = if self.error_count == 0 {
-                error
-            } else {
-                EWMA_ALPHA * error + (1.0 - EWMA_ALPHA) * self.error_ewma
-            };
-            self.error_count += 1;
+        for expert in Expert::ALL {
+            if let Some(estimate) = self.estimate_ln(expert, requested_s) {
+                self.experts[expert as usize].record((estimate - ln).abs());
+            }
         }
         self.ewma_ln = if self.count == 0 {
             ln
@@ -210,7 +268,8 @@ impl Stats {
         };
         self.count += 1;
         self.sum_ln += ln;
-        self.last = [runtime_s, self.last[0]];
+        self.last.copy_within(0..RECENT - 1, 1);
+        self.last[0] = runtime_s;
         if let Some(requested) = requested_s.filter(|r| r.is_finite() && *r >= MIN_RUNTIME_S) {
             let ratio = ln - requested.ln();
             self.ratio_ewma_ln = if self.ratio_count == 0 {
@@ -220,6 +279,34 @@ impl Stats {
             };
             self.ratio_count += 1;
         }
+    }
+
+    /// The ln-runtime `expert` proposes for a job with `requested_s`, if it can.
+    pub fn estimate_ln(&self, expert: Expert, requested_s: Option<f64>) -> Option<f64> {
+        match expert {
+            Expert::Last1 => self.last1().map(f64::ln),
+            Expert::Last2 => self.last2_mean().map(f64::ln),
+            Expert::Median3 => self.recent_median(3).map(f64::ln),
+            Expert::Median5 => self.recent_median(5).map(f64::ln),
+            Expert::Ratio => {
+                let requested = requested_s.filter(|r| r.is_finite() && *r >= MIN_RUNTIME_S)?;
+                (self.ratio_count > 0)
+                    .then(|| (requested.ln() + self.ratio_ewma_ln.min(0.0)).max(0.0))
+            }
+        }
+    }
+
+    /// Median of the newest `k` runtimes (of as many as there are, up to
+    /// [`RECENT`]); the upper median for an even count.
+    pub fn recent_median(&self, k: usize) -> Option<f64> {
+        let n = (self.count as usize).min(k).min(RECENT);
+        if n == 0 {
+            return None;
+        }
+        let mut values = [0.0; RECENT];
+        values[..n].copy_from_slice(&self.last[..n]);
+        values[..n].sort_by(|a, b| a.total_cmp(b));
+        Some(values[n / 2])
     }
 
     /// Tsafrir's predictor: the mean of the last two runtimes (or the only one).

@@ -41,6 +41,7 @@
 //! Nothing here does I/O; [`train`] is synchronous and CPU-bound (run it in
 //! `spawn_blocking`), and a [`Model`] (de)serialises as versioned JSON.
 
+pub mod experts;
 pub mod features;
 pub mod history;
 pub mod metrics;

@@ -1,15 +1,17 @@
-//! The trained model: a ridge regression of ln(runtime) on the causal features,
-//! fitted with linfa, plus residual quantiles per job class for uncertainty.
+//! The trained model: a ridge regression of ln(runtime) on the causal features
+//! and a gate that picks the most trustworthy candidate estimate
+//! ([`crate::experts`]), both fitted with linfa, plus residual quantiles per job
+//! class for uncertainty.
 //!
 //! Training ([`train`]) is a plain synchronous function (call it from
-//! `spawn_blocking`): it sorts the records by submit time, replays them causally
-//! (a record joins the history only once it has finished, before the next
-//! submission), computes each record's features as they were at its submission,
-//! and fits. The result serialises to compact JSON ([`Model::to_json`]) with a
-//! format version, small enough for one etcd value.
+//! `spawn_blocking`): it replays the records causally (a record joins the
+//! history only once it has finished, before the next submission), computes
+//! each record's features as they were at its submission, fits the ridge, then
+//! replays again to fit the gate on the candidates each record had. The result
+//! serialises to compact JSON ([`Model::to_json`]) with a format version, a few
+//! tens of kilobytes: small enough for one etcd value.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use augur_core::RunRecord;
 use linfa::traits::Fit;
@@ -18,10 +20,19 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{features, FeatureSchema};
+use crate::experts::{candidate_names, candidates, select, CANDIDATE_KINDS, GATE_FEATURES};
+use crate::features::{features, Coverage, FeatureSchema};
 use crate::history::{reference_runtime_s, History};
 use crate::metrics::{median, quantile};
+use crate::replay::{causal_order, ReplayEvent};
 use crate::PredictError;
+
+/// What [`Model::algorithm`] says.
+const ALGORITHM: &str =
+    "gate over template experts + ridge(ln runtime), linfa-linear least squares";
+
+/// Most rows per candidate kind used to fit the gate.
+const MAX_GATE_ROWS: usize = 40_000;
 
 /// Format version of serialised models.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
@@ -53,21 +64,12 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            ridge_lambda: std::env::var("AUGUR_RL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.01),
+            ridge_lambda: 0.01,
             min_records: 50,
             max_hints: 8,
             min_hint_share: 0.05,
-            robust_rounds: std::env::var("AUGUR_RR")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-            huber_delta: std::env::var("AUGUR_HD")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1.0),
+            robust_rounds: 2,
+            huber_delta: 1.0,
         }
     }
 }
@@ -124,18 +126,41 @@ pub struct Model {
     pub algorithm: String,
     pub schema: FeatureSchema,
     pub feature_names: Vec<String>,
-    /// Weights on the raw (unstandardised) features.
+    /// Ridge weights on the raw (unstandardised) features.
     pub weights: Vec<f64>,
     pub intercept: f64,
+    /// Names of the candidate kinds the gate chooses among.
+    pub candidates: Vec<String>,
+    /// Gate weights per candidate kind (over [`GATE_FEATURES`] features).
+    pub gate: Vec<Vec<f64>>,
     pub residuals: Residuals,
     pub metrics: TrainingMetrics,
 }
 
 impl Model {
-    /// Predicted ln(runtime on a speed-1 worker) for a feature vector.
-    pub fn predict_ln(&self, features: &[f64]) -> f64 {
+    /// The ridge's ln(runtime on a speed-1 worker) for a feature vector.
+    pub fn ridge_ln(&self, features: &[f64]) -> f64 {
         let dot: f64 = self.weights.iter().zip(features).map(|(w, x)| w * x).sum();
         self.intercept + dot
+    }
+
+    /// The model's ln(runtime on a speed-1 worker) for `job` given the
+    /// history now, the index of the candidate it chose (into
+    /// [`Model::candidates`]) and the history behind the job. `scratch` is
+    /// reused between calls to avoid allocating.
+    pub fn predict_ln(
+        &self,
+        history: &History,
+        job: &RunRecord,
+        scratch: &mut Scratch,
+    ) -> (f64, usize, Coverage) {
+        let coverage = features(history, &self.schema, job, &mut scratch.row);
+        let ridge = self.ridge_ln(&scratch.row);
+        candidates(history, job, ridge, &mut scratch.candidates);
+        let (ln, kind) = select(&self.gate, &scratch.candidates)
+            .map(|c| (c.ln, c.kind))
+            .unwrap_or((ridge, crate::experts::RIDGE));
+        (clamp_to_request(ln, job), kind, coverage)
     }
 
     pub fn to_json(&self) -> Result<String, PredictError> {
@@ -156,6 +181,11 @@ impl Model {
         if model.weights.len() != model.schema.len()
             || !model.weights.iter().all(|w| w.is_finite())
             || !model.intercept.is_finite()
+            || model.gate.len() != CANDIDATE_KINDS
+            || model
+                .gate
+                .iter()
+                .any(|w| w.len() != GATE_FEATURES || !w.iter().all(|v| v.is_finite()))
         {
             return Err(PredictError::Format(format!(
                 "model has {} weights for {} features, or non-finite values",
@@ -167,6 +197,13 @@ impl Model {
     }
 }
 
+/// Buffers reused across predictions.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    row: Vec<f64>,
+    candidates: Vec<crate::experts::Candidate>,
+}
+
 /// Feature rows of `records` as they were at each record's submission.
 pub struct TrainingSet {
     pub rows: Vec<Vec<f64>>,
@@ -174,44 +211,39 @@ pub struct TrainingSet {
     pub targets: Vec<f64>,
     /// Index into the input slice of each row.
     pub index: Vec<usize>,
-    /// The history after every record was observed.
-    pub history: History,
 }
 
-/// Replays `records` causally and computes every record's features at its
-/// submission: before a record's features are taken, exactly the records that
-/// finished at or before its submit time have been observed.
-pub fn training_set(records: &[RunRecord], schema: &FeatureSchema) -> TrainingSet {
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|&i| (records[i].submitted_at_ms, i));
-    let mut finishing: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
+/// Replays `records` causally ([`causal_order`]) and calls `at_submit` with each
+/// record's index and the history as it was at the record's submission: exactly
+/// the records finished by then have been observed. Returns the final history.
+pub fn replay_submissions(
+    records: &[RunRecord],
+    mut at_submit: impl FnMut(usize, &History),
+) -> History {
     let mut history = History::new();
+    for event in causal_order(records) {
+        match event {
+            ReplayEvent::Finish(i) => history.observe(&records[i]),
+            ReplayEvent::Submit(i) => at_submit(i, &history),
+        }
+    }
+    history
+}
+
+/// Every record's ridge features at its submission, in submit order.
+pub fn training_set(records: &[RunRecord], schema: &FeatureSchema) -> TrainingSet {
     let mut set = TrainingSet {
         rows: Vec::with_capacity(records.len()),
         targets: Vec::with_capacity(records.len()),
         index: Vec::with_capacity(records.len()),
-        history: History::new(),
     };
     let mut row = Vec::with_capacity(schema.len());
-    for &i in &order {
-        let job = &records[i];
-        while let Some(&Reverse((finished, j))) = finishing.peek() {
-            if finished > job.submitted_at_ms {
-                break;
-            }
-            finishing.pop();
-            history.observe(&records[j]);
-        }
-        features(&history, schema, job, &mut row);
+    replay_submissions(records, |i, history| {
+        features(history, schema, &records[i], &mut row);
         set.rows.push(row.clone());
-        set.targets.push(reference_runtime_s(job).ln());
+        set.targets.push(reference_runtime_s(&records[i]).ln());
         set.index.push(i);
-        finishing.push(Reverse((job.finished_at_ms, i)));
-    }
-    while let Some(Reverse((_, j))) = finishing.pop() {
-        history.observe(&records[j]);
-    }
-    set.history = history;
+    });
     set
 }
 
@@ -236,23 +268,39 @@ pub fn train(
         v: MODEL_FORMAT_VERSION,
         version,
         trained_at_ms,
-        algorithm: "ridge(ln runtime) over causal template features".to_string(),
+        algorithm: ALGORITHM.to_string(),
         feature_names: schema.names(),
         schema,
         weights,
         intercept,
+        candidates: candidate_names(),
+        gate: Vec::new(),
         residuals: Residuals::default(),
         metrics: TrainingMetrics::default(),
     };
-    let residuals: Vec<f64> = set
-        .rows
-        .iter()
-        .zip(&set.index)
-        .map(|(row, &i)| clamp_to_request(model.predict_ln(row), &records[i]))
-        .zip(&set.targets)
-        .map(|(predicted, actual)| actual - predicted)
-        .collect();
-    model.residuals = residual_table(records, &set.index, &residuals);
+    let ridge_ln: Vec<f64> = {
+        let mut by_record = vec![0.0; records.len()];
+        for (row, &i) in set.rows.iter().zip(&set.index) {
+            by_record[i] = clamp_to_request(model.ridge_ln(row), &records[i]);
+        }
+        by_record
+    };
+    drop(set);
+    model.gate = fit_gate(records, &ridge_ln, config)?;
+
+    // Final predictions on the training records, for residuals and metrics.
+    let mut residuals = vec![0.0; records.len()];
+    let mut cands = Vec::new();
+    replay_submissions(records, |i, history| {
+        let job = &records[i];
+        candidates(history, job, ridge_ln[i], &mut cands);
+        let ln = select(&model.gate, &cands)
+            .map(|c| c.ln)
+            .unwrap_or(ridge_ln[i]);
+        residuals[i] = reference_runtime_s(job).ln() - clamp_to_request(ln, job);
+    });
+    let index: Vec<usize> = (0..records.len()).collect();
+    model.residuals = residual_table(records, &index, &residuals);
     let abs_log2: Vec<f64> = residuals
         .iter()
         .map(|r| (r / std::f64::consts::LN_2).abs())
@@ -263,6 +311,80 @@ pub fn train(
         median_abs_log2: median(&abs_log2).unwrap_or(0.0),
     };
     Ok(model)
+}
+
+/// Fits the gate: for each candidate kind, a linear model of "this candidate
+/// is within 2x" on its gate features (a linear probability model, least
+/// squares through linfa with a small ridge). Rows per kind are thinned to at
+/// most `MAX_GATE_ROWS` evenly over time to bound memory.
+fn fit_gate(
+    records: &[RunRecord],
+    ridge_ln: &[f64],
+    config: &TrainConfig,
+) -> Result<Vec<Vec<f64>>, PredictError> {
+    let stride = records.len().div_ceil(MAX_GATE_ROWS).max(1);
+    let mut rows: Vec<Vec<[f64; GATE_FEATURES]>> = vec![Vec::new(); CANDIDATE_KINDS];
+    let mut hits: Vec<Vec<f64>> = vec![Vec::new(); CANDIDATE_KINDS];
+    let mut cands = Vec::new();
+    let mut seen = 0usize;
+    replay_submissions(records, |i, history| {
+        seen += 1;
+        if seen % stride != 0 {
+            return;
+        }
+        let job = &records[i];
+        let actual = reference_runtime_s(job).ln();
+        candidates(history, job, ridge_ln[i], &mut cands);
+        for c in &cands {
+            let error = (clamp_to_request(c.ln, job) - actual).abs();
+            rows[c.kind].push(c.gate);
+            hits[c.kind].push(match std::env::var("AUGUR_GT").ok().as_deref() {
+                Some("err") => -error.min(3.0),
+                Some("soft") => (-(error / std::f64::consts::LN_2).powi(2)).exp(),
+                _ => {
+                    if error <= std::f64::consts::LN_2 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            });
+        }
+    });
+    let mut gate = Vec::with_capacity(CANDIDATE_KINDS);
+    for (kind_rows, kind_hits) in rows.iter().zip(&hits) {
+        if kind_rows.len() < GATE_FEATURES * 4 {
+            // Too little evidence: a constant, pessimistic score.
+            let mut w = vec![0.0; GATE_FEATURES];
+            w[0] = -1.0;
+            gate.push(w);
+            continue;
+        }
+        let n = kind_rows.len();
+        let mut x = Array2::<f64>::zeros((n + GATE_FEATURES, GATE_FEATURES));
+        let mut y = Array1::<f64>::zeros(n + GATE_FEATURES);
+        for (r, (row, hit)) in kind_rows.iter().zip(kind_hits).enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                x[[r, j]] = *v;
+            }
+            y[r] = *hit;
+        }
+        let penalty = (config.ridge_lambda.max(1e-9) * n as f64).sqrt();
+        // Penalise every weight but the bias.
+        for j in 1..GATE_FEATURES {
+            x[[n + j, j]] = penalty;
+        }
+        let fitted = LinearRegression::new()
+            .with_intercept(false)
+            .fit(&Dataset::new(x, y))
+            .map_err(|e| PredictError::Fit(format!("gate: {e}")))?;
+        let w: Vec<f64> = fitted.params().to_vec();
+        if !w.iter().all(|v| v.is_finite()) {
+            return Err(PredictError::Fit("gate: non-finite weights".into()));
+        }
+        gate.push(w);
+    }
+    Ok(gate)
 }
 
 /// A job cannot run longer than it asked for (it would be killed), so the
@@ -342,14 +464,7 @@ fn fit_ridge(
                 let predicted: f64 =
                     intercept + weights.iter().zip(row).map(|(w, x)| w * x).sum::<f64>();
                 let r = (targets[i] - predicted).abs();
-                sample_weight[i] = if std::env::var("AUGUR_TUKEY").is_ok() {
-                    let u = r / config.huber_delta;
-                    if u < 1.0 {
-                        (1.0 - u * u).powi(2) + 1e-3
-                    } else {
-                        1e-3
-                    }
-                } else if r <= config.huber_delta {
+                sample_weight[i] = if r <= config.huber_delta {
                     1.0
                 } else {
                     config.huber_delta / r

@@ -7,9 +7,9 @@ use std::fmt;
 use augur_core::RunRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::features::{features, PRIOR_LN_RUNTIME};
+use crate::features::PRIOR_LN_RUNTIME;
 use crate::history::{History, Template, MIN_RUNTIME_S};
-use crate::model::{clamp_to_request, Model};
+use crate::model::{Model, Scratch};
 
 /// Spread assumed when nothing better is known: ln units (a factor of e).
 pub const DEFAULT_LOG_SIGMA: f64 = 1.0;
@@ -221,9 +221,8 @@ impl RuntimePredictor {
                 model_version: None,
             };
         };
-        let mut row = Vec::with_capacity(model.schema.len());
-        let coverage = features(&self.history, &model.schema, job, &mut row);
-        let ln = clamp_to_request(model.predict_ln(&row), job);
+        let mut scratch = Scratch::default();
+        let (ln, _, coverage) = model.predict_ln(&self.history, job, &mut scratch);
         let residual = model.residuals.for_job(job);
         let log_sigma = residual.map(|r| r.log_sigma).unwrap_or(DEFAULT_LOG_SIGMA);
         let q90 = residual.map(|r| r.q90).unwrap_or(Z90 * DEFAULT_LOG_SIGMA);

@@ -50,7 +50,8 @@ pub fn causal_order(records: &[RunRecord]) -> Vec<ReplayEvent> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvaluationOptions {
-    /// Retrain after this many new finished runs.
+    /// Retrain after this many new finished runs (sooner while the history is
+    /// small: whenever it has grown by half).
     pub retrain_every: usize,
     /// Train on at most the newest this many finished runs.
     pub max_train_records: usize,
@@ -105,7 +106,11 @@ pub fn evaluate(records: &[RunRecord], options: &EvaluationOptions) -> Evaluatio
                 since_training += 1;
             }
             ReplayEvent::Submit(i) => {
-                let due = predictor.model().is_none() || since_training >= options.retrain_every;
+                // Retrain when the history has doubled while it is small, then on
+                // the regular schedule (a leader retrains on a timer; this is its
+                // replay equivalent).
+                let every = options.retrain_every.min((finished.len() / 2).max(1));
+                let due = predictor.model().is_none() || since_training >= every;
                 if due && finished.len() >= options.train.min_records {
                     let start = finished.len().saturating_sub(options.max_train_records);
                     if let Ok(model) = train(&finished[start..], &options.train, trainings + 1, 0) {

@@ -121,10 +121,12 @@ async fn export_loop<E: SpanExporter>(
     }
 }
 
-/// Installs the global tracer provider and W3C trace-context propagator. Must
-/// be called inside a tokio runtime.
+/// Installs the global tracer provider and W3C trace-context propagator;
+/// `endpoint` overrides `OTEL_EXPORTER_OTLP_ENDPOINT`. Must be called inside a
+/// tokio runtime.
 pub fn init(
     default_service_name: &str,
+    endpoint: Option<&str>,
     metrics: Arc<TraceMetrics>,
 ) -> Result<TracingGuard, TracingError> {
     opentelemetry::global::set_text_map_propagator(
@@ -137,10 +139,15 @@ pub fn init(
     let resource = resource.build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut exporter_task = None;
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+    let endpoint = match endpoint {
+        Some(e) => e.to_string(),
+        None => std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
+    };
     if !endpoint.trim().is_empty() {
+        use opentelemetry_otlp::WithExportConfig;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
+            .with_endpoint(endpoint.clone())
             .build()
             .map_err(|e| TracingError::Exporter(e.to_string()))?;
         exporter.set_resource(&resource);

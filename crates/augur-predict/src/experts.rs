@@ -1,0 +1,199 @@
+//! Candidate estimates ("experts") and the features of the gate that picks one.
+//!
+//! Runtimes repeat: a user's next job often runs almost exactly as long as one
+//! of their recent similar jobs, and otherwise very differently. An estimate
+//! that *averages* candidates lands between the modes and misses both, which is
+//! why a plain regression of ln(runtime) loses to the mean of the last two runs
+//! on the fraction of jobs within 2x. So the model *selects*: every template
+//! with history proposes its last runtime, the mean of its last two, and its
+//! ratio-scaled requested time; the ridge regression proposes its estimate;
+//! and the requested time and the global mean are always there. A per-candidate
+//! linear model (the gate, fitted with linfa) scores how likely each candidate
+//! is to be within 2x of the truth, from how that candidate has been doing
+//! lately (causal EWMAs of its error and hit rate), how much history it has,
+//! how stable the recent runtimes are, and how it compares with the request;
+//! the best-scored candidate is the prediction.
+
+use augur_core::RunRecord;
+
+use crate::features::PRIOR_LN_RUNTIME;
+use crate::history::{Expert, History, Template, MIN_RUNTIME_S};
+
+/// Gate features per candidate.
+pub const GATE_FEATURES: usize = 8 + LN_BINS.len();
+
+/// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
+/// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
+/// kind's trust depend on the runtime range non-linearly.
+const LN_BINS: [f64; 5] = [2.302_585, 4.094_345, 6.396_930, 8.188_689, 9.980_449];
+
+/// Kinds of candidates: one per (template, expert), then the ridge estimate,
+/// the requested time and the global mean.
+pub const CANDIDATE_KINDS: usize = Template::ALL.len() * Expert::ALL.len() + 3;
+
+/// Index of the ridge candidate.
+pub const RIDGE: usize = Template::ALL.len() * Expert::ALL.len();
+const REQUESTED: usize = RIDGE + 1;
+const GLOBAL: usize = RIDGE + 2;
+
+/// Error assumed for an expert with no track record (ln units).
+const UNKNOWN_ERROR: f64 = 2.0;
+/// Hit rate assumed for an expert with no track record.
+const UNKNOWN_HIT: f64 = 0.4;
+
+/// Names of the candidate kinds, in index order.
+pub fn candidate_names() -> Vec<String> {
+    let mut names = Vec::with_capacity(CANDIDATE_KINDS);
+    for template in Template::ALL {
+        for expert in Expert::ALL {
+            names.push(format!("{}.{}", template.name(), expert.name()));
+        }
+    }
+    names.extend(["ridge", "requested_time", "global_mean"].map(String::from));
+    names
+}
+
+/// One candidate estimate for a job.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    /// Index into the candidate kinds.
+    pub kind: usize,
+    /// Proposed ln(runtime on a speed-1 worker).
+    pub ln: f64,
+    pub gate: [f64; GATE_FEATURES],
+}
+
+fn requested_ln(job: &RunRecord) -> Option<f64> {
+    job.requested_time_s
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(|r| r.max(MIN_RUNTIME_S).ln())
+}
+
+/// Gate features: bias, recent error, recent hit rate, ln(1+count), spread of
+/// the last two runs, whether a request is known, the candidate's distance
+/// below the request, its distance from the ridge estimate, and the bin of
+/// its value.
+fn gate(
+    error: f64,
+    hit: f64,
+    count: u64,
+    spread: f64,
+    requested: Option<f64>,
+    ln: f64,
+    ridge_ln: f64,
+) -> [f64; GATE_FEATURES] {
+    let (has_request, below) = match requested {
+        Some(r) => (1.0, (r - ln).clamp(0.0, 10.0)),
+        None => (0.0, 0.0),
+    };
+    let mut out = [0.0; GATE_FEATURES];
+    out[..8].copy_from_slice(&[
+        1.0,
+        error.min(6.0),
+        hit,
+        (1.0 + count as f64).ln(),
+        spread.min(6.0),
+        has_request,
+        below,
+        (ln - ridge_ln).abs().min(6.0),
+    ]);
+    // One-hot bin of the value, the first bin left out (the bias covers it).
+    let bin = LN_BINS.iter().take_while(|b| ln > **b).count();
+    if bin > 0 {
+        out[8 + bin - 1] = 1.0;
+    }
+    out
+}
+
+/// Every candidate for `job`, given the ridge's estimate `ridge_ln`, into `out`
+/// (cleared first).
+pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut Vec<Candidate>) {
+    out.clear();
+    let requested = requested_ln(job);
+    for (t, template) in Template::ALL.into_iter().enumerate() {
+        let Some(stats) = history.stats(template, job) else {
+            continue;
+        };
+        let spread = if stats.count >= 2 {
+            (stats.last[0].ln() - stats.last[1].ln()).abs()
+        } else {
+            UNKNOWN_ERROR
+        };
+        for expert in Expert::ALL {
+            let Some(ln) = stats.estimate_ln(expert, job.requested_time_s) else {
+                continue;
+            };
+            let score = stats.experts[expert as usize];
+            let (error, hit) = if score.count > 0 {
+                (score.error_ewma, score.hit_ewma)
+            } else {
+                (UNKNOWN_ERROR, UNKNOWN_HIT)
+            };
+            out.push(Candidate {
+                kind: t * Expert::ALL.len() + expert as usize,
+                ln,
+                gate: gate(error, hit, stats.count, spread, requested, ln, ridge_ln),
+            });
+        }
+    }
+    let count = history.len();
+    out.push(Candidate {
+        kind: RIDGE,
+        ln: ridge_ln,
+        gate: gate(
+            UNKNOWN_ERROR,
+            UNKNOWN_HIT,
+            count,
+            0.0,
+            requested,
+            ridge_ln,
+            ridge_ln,
+        ),
+    });
+    if let Some(r) = requested {
+        out.push(Candidate {
+            kind: REQUESTED,
+            ln: r,
+            gate: gate(
+                UNKNOWN_ERROR,
+                UNKNOWN_HIT,
+                count,
+                0.0,
+                requested,
+                r,
+                ridge_ln,
+            ),
+        });
+    }
+    let global = history.global().mean_ln().unwrap_or(PRIOR_LN_RUNTIME);
+    out.push(Candidate {
+        kind: GLOBAL,
+        ln: global,
+        gate: gate(
+            UNKNOWN_ERROR,
+            UNKNOWN_HIT,
+            count,
+            0.0,
+            requested,
+            global,
+            ridge_ln,
+        ),
+    });
+}
+
+/// The candidate the gate scores highest (`weights[kind]` · gate features);
+/// ties go to the earlier (more specific) candidate. `None` only if `cands`
+/// is empty.
+pub fn select<'a>(weights: &[Vec<f64>], cands: &'a [Candidate]) -> Option<&'a Candidate> {
+    let mut best: Option<(&Candidate, f64)> = None;
+    for c in cands {
+        let Some(w) = weights.get(c.kind) else {
+            continue;
+        };
+        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
