@@ -92,9 +92,7 @@ impl Exposition {
 }
 
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = line[..name_end].to_string();
     let mut rest = &line[name_end..];
     let mut labels = BTreeMap::new();

@@ -8,10 +8,14 @@
 
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/dashboards.rs"]
+mod dashboards;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/load.rs"]
 mod load;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/traces.rs"]
 mod traces;
 #[path = "e2e/worker_failure.rs"]

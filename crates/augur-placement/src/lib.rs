@@ -1,2 +1,15 @@
-//! tmp
+//! Placement for Augur: the policies, one scheduler that both the live leader
+//! and the simulator drive, the discrete-event cluster simulator, importers of
+//! recorded runs and traces, and `tune`, which replays runs under every policy
+//! and predictor and recommends a configuration.
+//!
+//! Nothing here does I/O: importers take readers, renderers return strings.
+
 pub mod import;
+pub mod policy;
+pub mod scheduler;
+
+pub use policy::{PlacementConfig, Policy, SchedulerConfig, UnknownPolicy};
+pub use scheduler::{CandidateScore, Decision, JobRequest, Scheduler, WorkerSpec};
+pub mod metrics;
+pub mod sim;

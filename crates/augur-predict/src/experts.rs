@@ -20,7 +20,7 @@ use crate::features::PRIOR_LN_RUNTIME;
 use crate::history::{Expert, History, Template, MIN_RUNTIME_S};
 
 /// Gate features per candidate.
-pub const GATE_FEATURES: usize = 8 + LN_BINS.len();
+pub const GATE_FEATURES: usize = 12 + LN_BINS.len();
 
 /// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
 /// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
@@ -35,6 +35,13 @@ pub const CANDIDATE_KINDS: usize = Template::ALL.len() * Expert::ALL.len() + 3;
 pub const RIDGE: usize = Template::ALL.len() * Expert::ALL.len();
 const REQUESTED: usize = RIDGE + 1;
 const GLOBAL: usize = RIDGE + 2;
+
+/// Index of the consensus feature (share of the other candidates within 2x of
+/// this one) and, after it, of "has the smallest recent error".
+const CONSENSUS: usize = 8;
+
+/// "Agree closely": within 25% (ln 1.25).
+const TIGHT: f64 = 0.223_143_551;
 
 /// Error assumed for an expert with no track record (ln units).
 const UNKNOWN_ERROR: f64 = 2.0;
@@ -100,7 +107,7 @@ fn gate(
     // One-hot bin of the value, the first bin left out (the bias covers it).
     let bin = LN_BINS.iter().take_while(|b| ln > **b).count();
     if bin > 0 {
-        out[8 + bin - 1] = 1.0;
+        out[CONSENSUS + 4 + bin - 1] = 1.0;
     }
     out
 }
@@ -179,6 +186,26 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
             ridge_ln,
         ),
     });
+    // Consensus: runtimes cluster, so a candidate that others agree with is
+    // likelier to be the mode.
+    let n = out.len();
+    let min_error = out.iter().map(|c| c.gate[1]).fold(f64::INFINITY, f64::min);
+    for i in 0..n {
+        let ln = out[i].ln;
+        let agree = out
+            .iter()
+            .filter(|c| (c.ln - ln).abs() <= std::f64::consts::LN_2)
+            .count();
+        out[i].gate[CONSENSUS] = agree.saturating_sub(1) as f64 / (n - 1).max(1) as f64;
+        out[i].gate[CONSENSUS + 1] = if out[i].gate[1] <= min_error {
+            1.0
+        } else {
+            0.0
+        };
+        let tight = out.iter().filter(|c| (c.ln - ln).abs() <= TIGHT).count();
+        out[i].gate[CONSENSUS + 2] = tight.saturating_sub(1) as f64 / (n - 1).max(1) as f64;
+        out[i].gate[CONSENSUS + 3] = (n as f64).ln();
+    }
 }
 
 /// The candidate the gate scores highest (`weights[kind]` · gate features);

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     /// fsync every buffered result (survives a machine crash, costs an fsync per
     /// job); without it results survive a crash of the worker process.
     pub fsync_results: bool,
+    /// Bytes of stdout and of stderr sent with each result (the coordinator keeps
+    /// at most its own `--max-output-tail` of them).
+    pub report_tail_bytes: usize,
 }
 
 impl WorkerConfig {
@@ -66,6 +69,7 @@ impl WorkerConfig {
             output_retention: Duration::from_secs(24 * 3600),
             heartbeat: Duration::from_secs(2),
             fsync_results: false,
+            report_tail_bytes: 16 * 1024,
         }
     }
 }
@@ -471,7 +475,13 @@ async fn run_attempt(
     agent.metrics.running_attempts.dec();
     record_execution(&agent, &mut execute, &result);
     execute.end();
-    let buffered = BufferedResult::from_exec(&job_id.to_string(), attempt, epoch, &result);
+    let mut buffered = BufferedResult::from_exec(&job_id.to_string(), attempt, epoch, &result);
+    // The full tails stay in the output store; the report carries what the
+    // coordinator may keep.
+    for tail in [&mut buffered.stdout_tail, &mut buffered.stderr_tail] {
+        let excess = tail.len().saturating_sub(agent.config.report_tail_bytes);
+        tail.drain(..excess);
+    }
     let store = agent.clone();
     let durable = tokio::task::spawn_blocking(move || {
         if !result.stdout_tail.is_empty() || !result.stderr_tail.is_empty() {

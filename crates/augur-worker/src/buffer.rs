@@ -5,18 +5,26 @@
 //! (re)connect. Results may therefore be delivered twice, which the leader
 //! tolerates (a report for a finished attempt is stale and ignored).
 //!
-//! One file per result, `{dir}/{job_id}-{attempt}.json`, written to a temporary
-//! name, fsynced and renamed, so a crash leaves either the whole result or
-//! none. Unreadable files are moved to `{dir}/corrupt/` and never block the rest.
+//! On disk it is an append-only log in segments, `{dir}/segment-{seq}.log`, one
+//! JSON line per event (`put` a result, `ack` one). A push is one `write(2)`
+//! (plus an fsync when asked for), not a file of its own: creating and deleting
+//! a file per job cost more kernel time than the rest of the worker at a few
+//! thousand jobs per second. A segment is deleted once every result it holds is
+//! acknowledged. Replaying the segments on open rebuilds the set; a torn or
+//! unreadable line (a crash mid-write) is skipped with a warning and never
+//! blocks the rest. An ack whose line was lost only means the result is sent
+//! once more, which the leader ignores.
 //!
-//! The methods do blocking file I/O (push fsyncs); async callers run them with
+//! The methods do blocking file I/O; async callers run them with
 //! `spawn_blocking`, which is why [`ResultBuffer`] is a cheap `Clone` handle.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use std::io::{BufRead, BufReader};
 
 use augur_core::Usage;
 use serde::{Deserialize, Serialize};
@@ -28,8 +36,8 @@ use crate::output::is_safe_job_id;
 /// Schema version of buffered results.
 pub const BUFFERED_RESULT_VERSION: u32 = 1;
 
-/// Subdirectory where unreadable files are moved.
-const CORRUPT_DIR: &str = "corrupt";
+/// Events per segment before a new one is started.
+const SEGMENT_EVENTS: u64 = 4096;
 
 /// A finished attempt's result, as buffered on disk.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -123,75 +131,128 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
     }
 }
 
+/// One line of the log.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Event {
+    Put(Box<BufferedResult>),
+    Ack { job_id: String, attempt: u32 },
+}
+
+type Key = (String, u32);
+
+struct Segment {
+    file: fs::File,
+    seq: u64,
+    events: u64,
+}
+
+struct State {
+    /// Unacknowledged results and the segment holding each.
+    entries: BTreeMap<Key, (BufferedResult, u64)>,
+    /// Unacknowledged results per segment.
+    live: HashMap<u64, usize>,
+    current: Segment,
+}
+
 /// Handle to the on-disk result buffer; clones share the same buffer.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResultBuffer {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for ResultBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultBuffer")
+            .field("dir", &self.inner.dir)
+            .field("max_entries", &self.inner.max_entries)
+            .finish()
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     max_entries: usize,
-    /// Whether pushes are fsynced (file and directory).
+    /// Whether each event is fsynced.
     fsync: bool,
-    /// `(job_id, attempt)` of every stored result. The lock also serialises file
-    /// operations, so two pushes cannot both take the last free place.
-    entries: Mutex<BTreeSet<(String, u32)>>,
+    state: Mutex<State>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("segment-{seq:010}.log"))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+fn open_segment(dir: &Path, seq: u64) -> Result<Segment, BufferError> {
+    let path = segment_path(dir, seq);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    Ok(Segment {
+        file,
+        seq,
+        events: 0,
+    })
 }
 
 impl ResultBuffer {
-    /// Opens (creating it if needed) the buffer in `dir`, which holds at most
-    /// `max_entries` results. Results pushed before a restart are found again;
-    /// temporary files of an interrupted push are removed.
+    /// Opens (or creates) the buffer in `dir`, fsyncing every event.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Self, BufferError> {
         Self::open_with(dir, max_entries, true)
     }
 
-    /// As [`ResultBuffer::open`]; with `fsync` false a push is written but not
+    /// As [`ResultBuffer::open`]; with `fsync` false an event is written but not
     /// fsynced: it survives a crash of the worker process (the common case: OOM
     /// kill, SIGKILL, panic) but not of the machine. That is enough for
     /// at-least-once execution, because a machine crash also expires the
     /// worker's lease and the leader retries the attempt elsewhere.
     pub fn open_with(dir: &Path, max_entries: usize, fsync: bool) -> Result<Self, BufferError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let mut entries = BTreeSet::new();
-        for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-            let entry = entry.map_err(io_error(dir))?;
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                move_aside(dir, &path, "file name is not UTF-8");
-                continue;
-            };
-            if name.ends_with(".tmp") {
-                // Never renamed into place, so never acknowledged as stored.
-                if let Err(e) = fs::remove_file(&path) {
-                    warn!(
-                        path = %path.display(),
-                        error = %e,
-                        "cannot remove leftover temporary file"
-                    );
-                }
-            } else if name.ends_with(".json") {
-                match parse_file_name(&name) {
-                    Some(key) => {
-                        entries.insert(key);
-                    }
-                    None => move_aside(dir, &path, "file name is not {job_id}-{attempt}.json"),
-                }
+        let mut seqs: Vec<u64> = fs::read_dir(dir)
+            .map_err(io_error(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_segment_name(&e.file_name().to_string_lossy()))
+            .collect();
+        seqs.sort_unstable();
+        let mut entries: BTreeMap<Key, (BufferedResult, u64)> = BTreeMap::new();
+        for &seq in &seqs {
+            replay(&segment_path(dir, seq), seq, &mut entries)?;
+        }
+        let mut live: HashMap<u64, usize> = HashMap::new();
+        for (_, seq) in entries.values() {
+            *live.entry(*seq).or_default() += 1;
+        }
+        for &seq in &seqs {
+            if !live.contains_key(&seq) {
+                let path = segment_path(dir, seq);
+                fs::remove_file(&path).map_err(io_error(&path))?;
             }
         }
+        let next = seqs.last().map_or(1, |s| s + 1);
+        let current = open_segment(dir, next)?;
         Ok(ResultBuffer {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 max_entries,
                 fsync,
-                entries: Mutex::new(entries),
+                state: Mutex::new(State {
+                    entries,
+                    live,
+                    current,
+                }),
             }),
         })
     }
 
-    /// The buffer's directory.
+    /// Directory the buffer lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -201,86 +262,32 @@ impl ResultBuffer {
         self.inner.max_entries
     }
 
-    /// Stores `result` durably (replacing an earlier push of the same attempt).
-    /// Returns once the file and its directory entry are fsynced.
+    /// Stores `result` (replacing an earlier push of the same attempt).
     pub fn push(&self, result: &BufferedResult) -> Result<(), BufferError> {
         if !is_safe_job_id(&result.job_id) {
             return Err(BufferError::InvalidJobId(result.job_id.clone()));
         }
         let key = (result.job_id.clone(), result.attempt);
-        let mut entries = self.lock();
-        if !entries.contains(&key) && entries.len() >= self.inner.max_entries {
+        let mut state = self.lock();
+        if !state.entries.contains_key(&key) && state.entries.len() >= self.inner.max_entries {
             return Err(BufferError::Full {
                 max: self.inner.max_entries,
             });
         }
-        let bytes = serde_json::to_vec(result)?;
-        let name = file_name(&key.0, key.1);
-        let path = self.inner.dir.join(&name);
-        let tmp = self.inner.dir.join(format!(".{name}.tmp"));
-        let written = write_file(&tmp, &bytes, self.inner.fsync)
-            .and_then(|()| fs::rename(&tmp, &path).map_err(io_error(&path)));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        self.append(&mut state, &Event::Put(Box::new(result.clone())))?;
+        let seq = state.current.seq;
+        if let Some((_, old)) = state.entries.insert(key, (result.clone(), seq)) {
+            self.release(&mut state, old)?;
         }
-        // The rename is durable only once the directory itself is synced.
-        if self.inner.fsync {
-            fs::File::open(&self.inner.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_error(&self.inner.dir))?;
-        }
-        entries.insert(key);
+        *state.live.entry(seq).or_default() += 1;
         Ok(())
     }
 
-    /// Every stored result, oldest first (by finish time). A file that cannot
-    /// be decoded is logged and moved to `corrupt/`; one that cannot be read
-    /// right now is logged and skipped (it stays for the next call).
+    /// Every stored result, oldest finish first.
     pub fn pending(&self) -> Vec<BufferedResult> {
-        let mut entries = self.lock();
-        let mut results = Vec::with_capacity(entries.len());
-        let mut gone = Vec::new();
-        for key in entries.iter() {
-            let path = self.inner.dir.join(file_name(&key.0, key.1));
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    gone.push(key.clone());
-                    continue;
-                }
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "cannot read buffered result");
-                    continue;
-                }
-            };
-            match serde_json::from_slice::<BufferedResult>(&bytes) {
-                Ok(r) if r.job_id != key.0 || r.attempt != key.1 => {
-                    move_aside(
-                        &self.inner.dir,
-                        &path,
-                        "content does not match its file name",
-                    );
-                    gone.push(key.clone());
-                }
-                Ok(r) if r.v > BUFFERED_RESULT_VERSION => {
-                    // Written by a newer worker; keep it for that worker rather than destroy it.
-                    warn!(
-                        path = %path.display(),
-                        v = r.v,
-                        "skipping buffered result of a newer version"
-                    );
-                }
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    move_aside(&self.inner.dir, &path, &e.to_string());
-                    gone.push(key.clone());
-                }
-            }
-        }
-        for key in gone {
-            entries.remove(&key);
-        }
+        let state = self.lock();
+        let mut results: Vec<BufferedResult> =
+            state.entries.values().map(|(r, _)| r.clone()).collect();
         results.sort_by(|a, b| {
             (a.finished_at_ms, &a.job_id, a.attempt).cmp(&(b.finished_at_ms, &b.job_id, b.attempt))
         });
@@ -293,76 +300,115 @@ impl ResultBuffer {
         if !is_safe_job_id(job_id) {
             return Err(BufferError::InvalidJobId(job_id.to_string()));
         }
-        let mut entries = self.lock();
-        let path = self.inner.dir.join(file_name(job_id, attempt));
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&path)(e)),
-        }
-        // No directory fsync: if the removal is lost in a crash, the result is
-        // sent once more and the leader ignores the duplicate.
-        entries.remove(&(job_id.to_string(), attempt));
-        Ok(())
+        let mut state = self.lock();
+        let Some((_, seq)) = state.entries.remove(&(job_id.to_string(), attempt)) else {
+            return Ok(());
+        };
+        self.append(
+            &mut state,
+            &Event::Ack {
+                job_id: job_id.to_string(),
+                attempt,
+            },
+        )?;
+        self.release(&mut state, seq)
     }
 
     /// Number of stored results.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
-    /// Whether no result awaits acknowledgement.
+    /// Whether no result is stored.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeSet<(String, u32)>> {
-        // The set stays consistent even if a holder panicked: it is only
-        // changed after the file operation it mirrors succeeded.
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner
-            .entries
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-fn file_name(job_id: &str, attempt: u32) -> String {
-    format!("{job_id}-{attempt}.json")
-}
-
-/// `(job_id, attempt)` from `{job_id}-{attempt}.json`. The attempt is after the
-/// last `-`, so ids containing `-` parse too.
-fn parse_file_name(name: &str) -> Option<(String, u32)> {
-    let (job_id, attempt) = name.strip_suffix(".json")?.rsplit_once('-')?;
-    let attempt = attempt.parse().ok()?;
-    is_safe_job_id(job_id).then(|| (job_id.to_string(), attempt))
-}
-
-fn write_file(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), BufferError> {
-    let mut file = fs::File::create(path).map_err(io_error(path))?;
-    file.write_all(bytes).map_err(io_error(path))?;
-    if !fsync {
-        return Ok(());
+    /// Appends one event as one write, rotating to a new segment when full.
+    fn append(&self, state: &mut State, event: &Event) -> Result<(), BufferError> {
+        if state.current.events >= SEGMENT_EVENTS {
+            let next = open_segment(&self.inner.dir, state.current.seq + 1)?;
+            let old = std::mem::replace(&mut state.current, next);
+            if !state.live.contains_key(&old.seq) {
+                let path = segment_path(&self.inner.dir, old.seq);
+                drop(old);
+                fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        let mut line = serde_json::to_vec(event)?;
+        line.push(b'\n');
+        let path = segment_path(&self.inner.dir, state.current.seq);
+        state
+            .current
+            .file
+            .write_all(&line)
+            .map_err(io_error(&path))?;
+        if self.inner.fsync {
+            state.current.file.sync_data().map_err(io_error(&path))?;
+        }
+        state.current.events += 1;
+        Ok(())
     }
-    file.sync_all().map_err(io_error(path))
+
+    /// One result of segment `seq` is gone; delete the segment once it holds
+    /// none (unless it is the one being written).
+    fn release(&self, state: &mut State, seq: u64) -> Result<(), BufferError> {
+        let Some(count) = state.live.get_mut(&seq) else {
+            return Ok(());
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            state.live.remove(&seq);
+            if seq != state.current.seq {
+                let path = segment_path(&self.inner.dir, seq);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&path)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Moves an unusable file to `corrupt/` so it is kept for inspection but no
-/// longer counted or read. Failures are logged: this runs on recovery paths.
-fn move_aside(dir: &Path, path: &Path, why: &str) {
-    warn!(path = %path.display(), reason = why, "moving corrupt buffered result aside");
-    let corrupt = dir.join(CORRUPT_DIR);
-    if let Err(e) = fs::create_dir_all(&corrupt) {
-        warn!(dir = %corrupt.display(), error = %e, "cannot create directory for corrupt results");
-        return;
+/// Applies one segment's events to `entries`.
+fn replay(
+    path: &Path,
+    seq: u64,
+    entries: &mut BTreeMap<Key, (BufferedResult, u64)>,
+) -> Result<(), BufferError> {
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(io_error(path))?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Event>(&line) {
+            Ok(Event::Put(result))
+                if result.v <= BUFFERED_RESULT_VERSION && is_safe_job_id(&result.job_id) =>
+            {
+                entries.insert((result.job_id.clone(), result.attempt), (*result, seq));
+            }
+            Ok(Event::Put(result)) => {
+                warn!(path = %path.display(), line = number + 1, job_id = %result.job_id, "skipping a buffered result this version cannot use");
+            }
+            Ok(Event::Ack { job_id, attempt }) => {
+                entries.remove(&(job_id, attempt));
+            }
+            Err(e) => {
+                warn!(path = %path.display(), line = number + 1, error = %e, "skipping an unreadable buffer line");
+            }
+        }
     }
-    let Some(name) = path.file_name() else { return };
-    let mut target_name = name.to_os_string();
-    // A timestamp keeps an earlier corrupt copy of the same name.
-    target_name.push(format!(".{}", augur_core::now_ms()));
-    if let Err(e) = fs::rename(path, corrupt.join(target_name)) {
-        warn!(path = %path.display(), error = %e, "cannot move corrupt result aside");
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -400,7 +446,6 @@ mod tests {
         buffer.push(&result("JOBB", 1, 200)).unwrap();
         buffer.push(&result("JOBA", 2, 100)).unwrap();
         buffer.push(&result("JOBC", 1, 300)).unwrap();
-        assert!(dir.path().join("JOBA-2.json").exists());
         assert_eq!(buffer.len(), 3);
         let pending = buffer.pending();
         let order: Vec<_> = pending.iter().map(|r| r.job_id.as_str()).collect();
@@ -435,33 +480,52 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_files_are_moved_aside_not_fatal() {
+    fn torn_and_garbage_lines_are_skipped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let buffer = ResultBuffer::open(dir.path(), 10).unwrap();
         buffer.push(&result("GOOD", 1, 1)).unwrap();
-        buffer.push(&result("BAD", 1, 2)).unwrap();
-        fs::write(dir.path().join("BAD-1.json"), b"{ truncated").unwrap();
-        fs::write(dir.path().join("not-a-result.json"), b"{}").unwrap();
-        fs::write(dir.path().join(".X-1.json.tmp"), b"half").unwrap();
+        drop(buffer);
+        let segment = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "log"))
+            .unwrap();
+        let mut file = fs::OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(b"{\"put\":{\"v\":1,\"job_id\":\"TORN\"\nnot json at all\n")
+            .unwrap();
+        drop(file);
 
         let reopened = ResultBuffer::open(dir.path(), 10).unwrap();
-        assert!(!dir.path().join(".X-1.json.tmp").exists());
-        let pending = reopened.pending();
-        assert_eq!(pending, vec![result("GOOD", 1, 1)]);
-        assert_eq!(reopened.len(), 1);
-        assert!(!dir.path().join("BAD-1.json").exists());
-        let moved = fs::read_dir(dir.path().join(CORRUPT_DIR)).unwrap().count();
-        assert_eq!(
-            moved, 2,
-            "BAD-1.json and not-a-result.json are kept for inspection"
-        );
+        assert_eq!(reopened.pending(), vec![result("GOOD", 1, 1)]);
+        reopened.push(&result("NEXT", 1, 2)).unwrap();
+        assert_eq!(reopened.len(), 2);
     }
 
     #[test]
-    fn file_names_parse_back_and_unsafe_ids_are_refused() {
-        assert_eq!(parse_file_name("01ABC-3.json"), Some(("01ABC".into(), 3)));
-        assert_eq!(parse_file_name("a-b-12.json"), Some(("a-b".into(), 12)));
-        assert_eq!(parse_file_name("nodash.json"), None);
+    fn segments_are_deleted_once_fully_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = ResultBuffer::open_with(dir.path(), 100_000, false).unwrap();
+        let total = SEGMENT_EVENTS as u32 * 3;
+        for i in 0..total {
+            buffer
+                .push(&result(&format!("J{i}"), 1, i64::from(i)))
+                .unwrap();
+            buffer.ack(&format!("J{i}"), 1).unwrap();
+        }
+        buffer.push(&result("KEEP", 1, 1)).unwrap();
+        let segments = fs::read_dir(dir.path()).unwrap().count();
+        assert!(
+            segments <= 2,
+            "{segments} segments left after everything older was acked"
+        );
+        drop(buffer);
+        let reopened = ResultBuffer::open(dir.path(), 10).unwrap();
+        assert_eq!(reopened.pending(), vec![result("KEEP", 1, 1)]);
+    }
+
+    #[test]
+    fn unsafe_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let buffer = ResultBuffer::open(dir.path(), 10).unwrap();
         let err = buffer.push(&result("../evil", 1, 1)).unwrap_err();

@@ -64,7 +64,11 @@ impl Scrapes {
     fn parse(texts: &(String, Vec<String>)) -> Result<Scrapes, String> {
         Ok(Scrapes {
             coordinator: Exposition::parse(&texts.0)?,
-            workers: texts.1.iter().map(|t| Exposition::parse(t)).collect::<Result<_, _>>()?,
+            workers: texts
+                .1
+                .iter()
+                .map(|t| Exposition::parse(t))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -77,21 +81,83 @@ impl Scrapes {
     }
 }
 
-/// Checks `after - before == expected` for every row; returns every mismatch.
-fn deltas(
-    before: &Scrapes,
-    after: &Scrapes,
-    rows: &[(&str, &str, &[(&str, &str)], f64)],
-) -> Result<(), String> {
+/// A sample of one role (summed over its nodes), by name and label subset, and
+/// by how much the workload must move it.
+struct Move {
+    coordinator: bool,
+    name: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    by: f64,
+}
+
+const fn coordinator(
+    name: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    by: f64,
+) -> Move {
+    Move {
+        coordinator: true,
+        name,
+        labels,
+        by,
+    }
+}
+
+const fn worker(name: &'static str, by: f64) -> Move {
+    Move {
+        coordinator: false,
+        name,
+        labels: &[],
+        by,
+    }
+}
+
+/// 3 successes, a failure retried twice (3 attempts), a timeout: 5 jobs, 7 attempts.
+const MOVES: &[Move] = &[
+    coordinator("augur_jobs_submitted_total", &[], 5.0),
+    coordinator(
+        "augur_jobs_finished_total",
+        &[("outcome", "succeeded")],
+        3.0,
+    ),
+    coordinator("augur_jobs_finished_total", &[("outcome", "failed")], 1.0),
+    coordinator(
+        "augur_jobs_finished_total",
+        &[("outcome", "timed_out")],
+        1.0,
+    ),
+    coordinator("augur_job_retries_total", &[], 2.0),
+    coordinator("augur_job_queue_wait_seconds_count", &[], 7.0),
+    coordinator("augur_job_submit_to_start_seconds_count", &[], 7.0),
+    coordinator("augur_job_runtime_seconds_count", &[], 7.0),
+    coordinator("augur_placement_decisions_total", &[], 7.0),
+    coordinator("augur_api_requests_total", &[("operation", "submit")], 5.0),
+    coordinator(
+        "augur_etcd_request_duration_seconds_count",
+        &[("operation", "create")],
+        5.0,
+    ),
+    worker("augur_worker_attempts_finished_total", 7.0),
+    worker("augur_worker_attempt_runtime_seconds_count", 7.0),
+];
+
+/// Checks every [`MOVES`] row; returns every mismatch.
+fn check_moves(before: &Scrapes, after: &Scrapes) -> Result<(), String> {
     let mut wrong = Vec::new();
-    for (role, name, labels, expected) in rows {
-        let value = |s: &Scrapes| match *role {
-            "coordinator" => s.coordinator(name, labels),
-            _ => s.workers(name, labels),
+    for row in MOVES {
+        let value = |s: &Scrapes| {
+            if row.coordinator {
+                s.coordinator(row.name, row.labels)
+            } else {
+                s.workers(row.name, row.labels)
+            }
         };
         let delta = value(after) - value(before);
-        if (delta - expected).abs() > 1e-9 {
-            wrong.push(format!("{role} {name}{labels:?} moved by {delta}, expected {expected}"));
+        if (delta - row.by).abs() > 1e-9 {
+            wrong.push(format!(
+                "{}{:?} moved by {delta}, expected {}",
+                row.name, row.labels, row.by
+            ));
         }
     }
     if wrong.is_empty() {
@@ -121,45 +187,54 @@ fn live_metrics_pass_promtool_and_move_with_jobs() {
     }))
     .expect("parse the first scrape");
 
-    // 3 successes, a failure retried twice (3 attempts), a timeout: 5 jobs, 7 attempts.
+    // The workload MOVES expects.
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(cluster.submit(&["--", "sh", "-c", &format!("echo ok {i}")]));
     }
-    let failing = cluster.submit(&["--retries", "2", "--backoff", "200ms", "--", "sh", "-c", "exit 3"]);
+    let failing = cluster.submit(&[
+        "--retries",
+        "2",
+        "--backoff",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
     let timing_out = cluster.submit(&["--timeout", "1s", "--", "sleep", "30"]);
     ids.extend([failing.clone(), timing_out.clone()]);
     for id in &ids {
         cluster.wait_terminal(id, JOB_DEADLINE);
     }
     assert_eq!(json_str(&cluster.get_job(&failing), "state"), "failed");
-    assert_eq!(json_str(&cluster.get_job(&timing_out), "state"), "timed_out");
+    assert_eq!(
+        json_str(&cluster.get_job(&timing_out), "state"),
+        "timed_out"
+    );
 
-    let expected: &[(&str, &str, &[(&str, &str)], f64)] = &[
-        ("coordinator", "augur_jobs_submitted_total", &[], 5.0),
-        ("coordinator", "augur_jobs_finished_total", &[("outcome", "succeeded")], 3.0),
-        ("coordinator", "augur_jobs_finished_total", &[("outcome", "failed")], 1.0),
-        ("coordinator", "augur_jobs_finished_total", &[("outcome", "timed_out")], 1.0),
-        ("coordinator", "augur_job_retries_total", &[], 2.0),
-        ("coordinator", "augur_job_queue_wait_seconds_count", &[], 7.0),
-        ("coordinator", "augur_job_submit_to_start_seconds_count", &[], 7.0),
-        ("coordinator", "augur_job_runtime_seconds_count", &[], 7.0),
-        ("coordinator", "augur_placement_decisions_total", &[], 7.0),
-        ("coordinator", "augur_api_requests_total", &[("operation", "submit")], 5.0),
-        ("coordinator", "augur_etcd_request_duration_seconds_count", &[("operation", "create")], 5.0),
-        ("worker", "augur_worker_attempts_finished_total", &[], 7.0),
-        ("worker", "augur_worker_attempt_runtime_seconds_count", &[], 7.0),
-    ];
     let (after_texts, after) = poll_until(METRICS_DEADLINE, "metrics to count the 5 jobs", || {
         let texts = Scrapes::take(&cluster, &workers)?;
         let after = Scrapes::parse(&texts)?;
-        deltas(&before, &after, expected)?;
+        check_moves(&before, &after)?;
         // Gauges settle once every result is acknowledged.
         let settled = [
-            ("augur_queue_depth", after.coordinator("augur_queue_depth", &[])),
-            ("augur_jobs_running", after.coordinator("augur_jobs_running", &[])),
-            ("augur_worker_result_buffer_depth", after.workers("augur_worker_result_buffer_depth", &[])),
-            ("augur_worker_running_attempts", after.workers("augur_worker_running_attempts", &[])),
+            (
+                "augur_queue_depth",
+                after.coordinator("augur_queue_depth", &[]),
+            ),
+            (
+                "augur_jobs_running",
+                after.coordinator("augur_jobs_running", &[]),
+            ),
+            (
+                "augur_worker_result_buffer_depth",
+                after.workers("augur_worker_result_buffer_depth", &[]),
+            ),
+            (
+                "augur_worker_running_attempts",
+                after.workers("augur_worker_running_attempts", &[]),
+            ),
         ];
         match settled.iter().find(|(_, v)| *v != 0.0) {
             Some((name, v)) => Err(format!("{name} is {v}, not yet 0")),
@@ -167,9 +242,15 @@ fn live_metrics_pass_promtool_and_move_with_jobs() {
         }
     });
     let etcd_commits = |s: &Scrapes| {
-        s.coordinator("augur_etcd_request_duration_seconds_count", &[("operation", "commit")])
+        s.coordinator(
+            "augur_etcd_request_duration_seconds_count",
+            &[("operation", "commit")],
+        )
     };
-    assert!(etcd_commits(&after) > etcd_commits(&before), "no etcd commit was timed");
+    assert!(
+        etcd_commits(&after) > etcd_commits(&before),
+        "no etcd commit was timed"
+    );
 
     // promtool lints the live classic output of both roles.
     let mut outputs = vec![("c1".to_string(), after_texts.0.clone())];
@@ -183,36 +264,76 @@ fn live_metrics_pass_promtool_and_move_with_jobs() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!("metrics: promtool check metrics passed on {node} ({} lines)", text.lines().count());
+        eprintln!(
+            "metrics: promtool check metrics passed on {node} ({} lines)",
+            text.lines().count()
+        );
     }
 
     for family in COORDINATOR_FAMILIES {
-        assert!(after.coordinator.has_family(family), "coordinator does not export {family}");
+        assert!(
+            after.coordinator.has_family(family),
+            "coordinator does not export {family}"
+        );
     }
     for (name, worker) in workers.iter().zip(&after.workers) {
         for family in WORKER_FAMILIES {
-            assert!(worker.has_family(family), "worker {name} does not export {family}");
+            assert!(
+                worker.has_family(family),
+                "worker {name} does not export {family}"
+            );
         }
-        assert_eq!(worker.sum("augur_worker_slots", &[]), 4.0, "worker {name} slots");
-        assert_eq!(worker.sum("augur_build_info", &[("role", "worker")]), 1.0, "{name}");
+        assert_eq!(
+            worker.sum("augur_worker_slots", &[]),
+            4.0,
+            "worker {name} slots"
+        );
+        assert_eq!(
+            worker.sum("augur_build_info", &[("role", "worker")]),
+            1.0,
+            "{name}"
+        );
     }
-    assert_eq!(after.coordinator("augur_leader", &[]), 1.0, "c1 should lead");
-    assert!(after.coordinator("augur_leader_epoch", &[]) > 0.0, "leader epoch unset");
+    assert_eq!(
+        after.coordinator("augur_leader", &[]),
+        1.0,
+        "c1 should lead"
+    );
+    assert!(
+        after.coordinator("augur_leader_epoch", &[]) > 0.0,
+        "leader epoch unset"
+    );
     assert!(after.coordinator("augur_leader_transitions_total", &[]) >= 1.0);
-    assert_eq!(after.coordinator("augur_workers", &[("state", "ready")]), 2.0);
-    assert_eq!(after.coordinator("augur_build_info", &[("role", "coordinator")]), 1.0);
+    assert_eq!(
+        after.coordinator("augur_workers", &[("state", "ready")]),
+        2.0
+    );
+    assert_eq!(
+        after.coordinator("augur_build_info", &[("role", "coordinator")]),
+        1.0
+    );
 
     // OpenMetrics (what Prometheus asks for) carries trace ids as exemplars.
     let mut texts = Vec::new();
     for (node, addr) in cluster.metrics_targets() {
-        let text = scrape(&addr, true).unwrap_or_else(|e| panic!("OpenMetrics scrape of {node}: {e}"));
-        assert!(text.trim_end().ends_with("# EOF"), "{node}: OpenMetrics without # EOF");
+        let text =
+            scrape(&addr, true).unwrap_or_else(|e| panic!("OpenMetrics scrape of {node}: {e}"));
+        assert!(
+            text.trim_end().ends_with("# EOF"),
+            "{node}: OpenMetrics without # EOF"
+        );
         let parsed = Exposition::parse(&text).unwrap_or_else(|e| panic!("{node}: {e}"));
         let exemplars: Vec<&str> = parsed
             .samples
             .iter()
             .filter(|s| EXEMPLAR_HISTOGRAMS.contains(&s.name.as_str()))
-            .filter_map(|s| s.exemplar.as_ref()?.labels.get("trace_id").map(String::as_str))
+            .filter_map(|s| {
+                s.exemplar
+                    .as_ref()?
+                    .labels
+                    .get("trace_id")
+                    .map(String::as_str)
+            })
             .collect();
         for trace_id in &exemplars {
             assert!(
@@ -223,20 +344,26 @@ fn live_metrics_pass_promtool_and_move_with_jobs() {
             );
         }
         // A worker that ran no attempt has observed nothing yet.
-        let observed = node.starts_with('c')
-            || parsed.sum("augur_worker_attempts_finished_total", &[]) > 0.0;
+        let observed =
+            node.starts_with('c') || parsed.sum("augur_worker_attempts_finished_total", &[]) > 0.0;
         assert!(
             !observed || !exemplars.is_empty(),
             "{node}: no trace exemplar on a latency histogram"
         );
-        eprintln!("metrics: {node} OpenMetrics carries {} trace exemplars", exemplars.len());
+        eprintln!(
+            "metrics: {node} OpenMetrics carries {} trace exemplars",
+            exemplars.len()
+        );
         texts.push((node, text, parsed));
     }
 
     // Ids go into exemplars and spans, never labels.
     for (node, text, parsed) in &texts {
         for id in &ids {
-            assert!(!text.contains(id.as_str()), "{node}'s /metrics mentions job id {id}");
+            assert!(
+                !text.contains(id.as_str()),
+                "{node}'s /metrics mentions job id {id}"
+            );
         }
         for sample in &parsed.samples {
             for (label, value) in &sample.labels {

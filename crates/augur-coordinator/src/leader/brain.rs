@@ -230,10 +230,13 @@ impl Brain {
     /// Stores a new version of a job: memory, queue and the write-behind batch.
     fn update(&mut self, next: JobRecord, after: Option<AfterCommit>) {
         let id = next.id;
+        let previous = self.jobs.get(&id).map(|j| j.state);
+        if previous != Some(next.state) {
+            observe::audit_transition(previous, &next, &self.settings.node_id);
+        }
         if next.state.is_terminal() {
             self.jobs.remove(&id);
             self.remember_done(id);
-            info!(job_id = %id, state = %next.state, attempt = next.attempt, "job finished");
         } else {
             if next.state == JobState::Pending {
                 self.enqueue(&next);

@@ -197,3 +197,26 @@ pub fn class_index(priority: i32) -> usize {
         PriorityClass::Low => 2,
     }
 }
+
+/// The audit line of a job state change: who (this leader), what, result, with
+/// the job's trace and span ids so logs and traces join up.
+pub fn audit_transition(previous: Option<JobState>, job: &JobRecord, leader: &str) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let (trace_id, span_id) = augur_telemetry::context::ids(&job.trace_context);
+    tracing::info!(
+        audit = true,
+        caller = leader,
+        action = "transition",
+        job_id = %job.id,
+        from = previous.map_or("submitted", JobState::as_str),
+        to = job.state.as_str(),
+        attempt = job.attempt,
+        worker_id = job.worker_id.as_ref().map(|w| w.as_str()).unwrap_or(""),
+        trace_id = %trace_id,
+        span_id = %span_id,
+        reason = %job.message,
+        "job state changed"
+    );
+}
