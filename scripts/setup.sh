@@ -16,6 +16,14 @@ if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the packaged services; Augur's scripts and tests run their
+  # own instances on their own ports, so the system ones we just installed
+  # would only take CPU and the default ports.
+  if command -v systemctl >/dev/null 2>&1; then
+    for unit in etcd prometheus; do
+      $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is missing; install Rust (rustup) first" >&2

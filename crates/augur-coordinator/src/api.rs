@@ -170,7 +170,12 @@ impl JobService for Api {
     ) -> Result<Response<pb::Job>, Status> {
         self.shared.metrics.api("get");
         let id = parse_id(&request.into_inner().job_id)?;
-        match self.shared.jobs.get(&id).await.map_err(store_status)? {
+        let started = std::time::Instant::now();
+        let found = self.shared.jobs.get(&id).await;
+        self.shared
+            .metrics
+            .etcd("get", started.elapsed().as_secs_f64());
+        match found.map_err(store_status)? {
             Some(job) => Ok(Response::new(job_to_pb(&job))),
             None => Err(Status::not_found(format!(
                 "no job {id} (never submitted, or removed after its retention)"
@@ -205,12 +210,16 @@ impl JobService for Api {
                 Status::invalid_argument("page_token: not a token returned by ListJobs")
             })?)
         };
+        let started = std::time::Instant::now();
         let page = self
             .shared
             .jobs
             .list(&states, page_size as usize, after.as_ref())
-            .await
-            .map_err(store_status)?;
+            .await;
+        self.shared
+            .metrics
+            .etcd("list", started.elapsed().as_secs_f64());
+        let page = page.map_err(store_status)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(job_to_pb).collect(),
             next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
@@ -243,6 +252,7 @@ impl JobService for Api {
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.shared.metrics.api("list_workers");
         match self.snapshot().await? {
             Some(s) => Ok(Response::new(pb::ListWorkersResponse {
                 workers: s.workers,
@@ -266,6 +276,7 @@ impl JobService for Api {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.shared.metrics.api("cluster_status");
         let leader = self
             .shared
             .leadership

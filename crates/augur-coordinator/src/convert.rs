@@ -30,10 +30,13 @@ pub fn state_to_pb(state: JobState) -> pb::JobState {
     }
 }
 
-/// The name of a worker's attempt outcome, for metric labels and spans.
-pub fn outcome_name(value: i32) -> &'static str {
-    match pb::Outcome::try_from(value) {
-        Ok(pb::Outcome::Exited) => "exited",
+/// How an attempt ended, for the `outcome` label of attempt metrics and spans:
+/// `succeeded` (exit 0), `failed` (any other exit or a signal), `timed_out`,
+/// `cancelled` or `start_failed`.
+pub fn attempt_result(finished: &pb::Finished) -> &'static str {
+    match pb::Outcome::try_from(finished.outcome) {
+        Ok(pb::Outcome::Exited) if finished.exit_code == Some(0) => "succeeded",
+        Ok(pb::Outcome::Exited) => "failed",
         Ok(pb::Outcome::TimedOut) => "timed_out",
         Ok(pb::Outcome::Cancelled) => "cancelled",
         Ok(pb::Outcome::StartFailed) => "start_failed",

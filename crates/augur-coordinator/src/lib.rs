@@ -232,8 +232,7 @@ async fn term(
     )
     .await;
     shared.leader.send_replace(None);
-    shared.metrics.is_leader.set(0);
-    shared.metrics.leader_epoch.set(0);
+    shared.metrics.demoted();
     shared.metrics.leader_transitions.inc();
     demote.cancel();
     let _ = watchdog.await;

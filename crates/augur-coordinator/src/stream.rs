@@ -48,6 +48,7 @@ impl WorkerService for Streams {
         let worker = WorkerId::new(hello.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("hello.worker_id: {e}")))?;
         let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.worker_attaches.inc();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         leader.send(LeaderInput::Attached {
             worker: worker.clone(),

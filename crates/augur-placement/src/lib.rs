@@ -12,4 +12,10 @@ pub mod scheduler;
 pub use policy::{PlacementConfig, Policy, SchedulerConfig, UnknownPolicy};
 pub use scheduler::{CandidateScore, Decision, JobRequest, Scheduler, WorkerSpec};
 pub mod metrics;
+pub mod render;
 pub mod sim;
+pub mod tune;
+
+pub use render::{render_svg, render_table};
+pub use sim::{parse_workers, simulate, SimOptions, SimResult, WorkerGroup};
+pub use tune::{tune, Recommendation, TuneError, TuneOptions, TuneReport};

@@ -44,7 +44,11 @@ pub fn placement_quality(policy: &str, outcomes: &[JobOutcome]) -> PlacementQual
     let last = ran.iter().map(|o| o.finish_ms).max().unwrap_or(first);
     PlacementQuality {
         policy: policy.to_string(),
-        mean_jct_s: if jct.is_empty() { 0.0 } else { jct.iter().sum::<f64>() / jct.len() as f64 },
+        mean_jct_s: if jct.is_empty() {
+            0.0
+        } else {
+            jct.iter().sum::<f64>() / jct.len() as f64
+        },
         median_jct_s: median(&jct).unwrap_or(0.0),
         p99_bounded_slowdown: quantile(&slowdown, 0.99).unwrap_or(1.0),
         makespan_s: (last - first) as f64 / 1000.0,

@@ -361,13 +361,7 @@ where
             }
             Policy::Predictive | Policy::Oracle => {
                 let prediction = self.predictor.predict(&request.features);
-                let s = match std::env::var("AUGUR_ORDER").ok().as_deref() {
-                    Some("mean") => prediction.seconds * (prediction.log_sigma.powi(2) / 2.0).exp(),
-                    Some("p90") => prediction.p90_seconds,
-                    Some("lo") => prediction.seconds / (prediction.p90_seconds / prediction.seconds),
-                    _ => prediction.seconds,
-                };
-                (s, Some(prediction))
+                (prediction.seconds, Some(prediction))
             }
             _ => (0.0, None),
         }

@@ -83,7 +83,9 @@ pub fn parse_workers(spec: &str) -> Result<Vec<WorkerGroup>, SimError> {
             None => 1,
         };
         if count == 0 || slots == 0 || slots > 1024 {
-            return Err(bad("counts and slots must be 1 or more (slots at most 1024)"));
+            return Err(bad(
+                "counts and slots must be 1 or more (slots at most 1024)",
+            ));
         }
         total += count as u64;
         if total > MAX_WORKERS {
@@ -165,7 +167,11 @@ pub struct SimResult {
 
 /// Arrival times (ms) of `records` rescaled so the offered load on `workers`
 /// is `load`; the first arrival stays where it was.
-pub fn rescaled_arrivals(records: &[RunRecord], workers: &[WorkerGroup], load: Option<f64>) -> Result<Vec<i64>, SimError> {
+pub fn rescaled_arrivals(
+    records: &[RunRecord],
+    workers: &[WorkerGroup],
+    load: Option<f64>,
+) -> Result<Vec<i64>, SimError> {
     let submits: Vec<i64> = records.iter().map(|r| r.submitted_at_ms).collect();
     let Some(load) = load else {
         return Ok(submits);
@@ -195,7 +201,8 @@ pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult
     let arrivals = rescaled_arrivals(records, &options.workers, options.load)?;
     let policy = options.scheduler.placement.policy;
     let predictor = RuntimePredictor::new(options.scheduler.placement.predictor.clone());
-    let mut scheduler: Scheduler<usize, usize> = Scheduler::new(options.scheduler.clone(), predictor);
+    let mut scheduler: Scheduler<usize, usize> =
+        Scheduler::new(options.scheduler.clone(), predictor);
     let mut speeds = Vec::new();
     for group in &options.workers {
         for _ in 0..group.count {
@@ -257,9 +264,6 @@ pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult
             run.worker_speed = speeds[outcome.worker];
             run.finished_at_ms = outcome.finish_ms;
             scheduler.job_finished(&i, Some(&run));
-            if std::env::var("AUGUR_REFRESH").is_ok() && learns {
-                scheduler.refresh_queue();
-            }
             if learns {
                 finished.push(run);
                 since_training += 1;
@@ -304,7 +308,8 @@ pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult
             outcomes[i].finish_ms = finish;
             outcomes[i].worker = decision.worker;
             outcomes[i].runtime_s = runtime_s;
-            outcomes[i].predicted_work_s = decision.predicted_s.map(|p| p * speeds[decision.worker]);
+            outcomes[i].predicted_work_s =
+                decision.predicted_s.map(|p| p * speeds[decision.worker]);
             finishing.push(Reverse((finish, i)));
         }
     }

@@ -330,6 +330,7 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         "API calls served, by operation",
         m.api_requests.clone(),
     );
+    m.initialise();
     m
 }
 
@@ -385,10 +386,105 @@ fn register_worker(r: &mut Registry) -> WorkerMetrics {
         "Registrations under a new lease",
         m.registrations.clone(),
     );
+    for outcome in ATTEMPT_RESULTS {
+        let label = OutcomeLabel {
+            outcome: outcome.to_string(),
+        };
+        let _ = m.attempts_finished.get_or_create(&label);
+        let _ = m.attempt_runtime.get_or_create(&label);
+    }
     m
 }
 
+/// Attempt results, the `outcome` label of attempt-level metrics (runtime,
+/// attempts finished): how the attempt ended, not what became of the job.
+pub const ATTEMPT_RESULTS: [&str; 5] = [
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "start_failed",
+];
+/// Terminal job states, the `outcome` label of `augur_jobs_finished_total`.
+pub const JOB_OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+/// etcd operations timed by coordinators.
+pub const ETCD_OPERATIONS: [&str; 5] = ["create", "get", "list", "commit", "load_active"];
+/// API operations counted by coordinators.
+pub const API_OPERATIONS: [&str; 6] = [
+    "submit",
+    "get",
+    "list",
+    "cancel",
+    "list_workers",
+    "cluster_status",
+];
+
 impl CoordinatorMetrics {
+    /// Creates every known labelled series at zero, so the first event after a
+    /// start shows up in `rate()` rather than being the series' first sample.
+    fn initialise(&self) {
+        for outcome in JOB_OUTCOMES {
+            let _ = self.jobs_finished.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
+        for outcome in ATTEMPT_RESULTS {
+            let _ = self.job_runtime.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
+        for operation in ETCD_OPERATIONS {
+            let _ = self.etcd_request_duration.get_or_create(&OperationLabel {
+                operation: operation.to_string(),
+            });
+        }
+        for operation in API_OPERATIONS {
+            let _ = self.api_requests.get_or_create(&OperationLabel {
+                operation: operation.to_string(),
+            });
+        }
+        for class in [
+            PriorityClass::High,
+            PriorityClass::Normal,
+            PriorityClass::Low,
+        ] {
+            let _ = self.queue_depth.get_or_create(&PriorityLabel {
+                priority_class: class.as_str(),
+            });
+        }
+        for state in ["ready", "disconnected", "draining"] {
+            let _ = self.workers.get_or_create(&StateLabel {
+                state: state.to_string(),
+            });
+        }
+    }
+
+    /// Leader-only gauges go to zero when this coordinator stops leading, so a
+    /// sum across coordinators never counts a former leader's stale view.
+    pub fn demoted(&self) {
+        self.is_leader.set(0);
+        self.leader_epoch.set(0);
+        self.jobs_running.set(0);
+        for class in [
+            PriorityClass::High,
+            PriorityClass::Normal,
+            PriorityClass::Low,
+        ] {
+            self.queue_depth
+                .get_or_create(&PriorityLabel {
+                    priority_class: class.as_str(),
+                })
+                .set(0);
+        }
+        for state in ["ready", "disconnected", "draining"] {
+            self.workers
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(0);
+        }
+    }
+
     /// Records the duration of one etcd request.
     pub fn etcd(&self, operation: &str, seconds: f64) {
         self.etcd_request_duration

@@ -518,6 +518,12 @@ async fn run_attempt(
 /// Attributes, status and metrics of a finished attempt.
 fn record_execution(agent: &Agent, span: &mut PhaseSpan, result: &crate::executor::ExecResult) {
     let outcome = result.outcome.as_str();
+    // Metric label: how the attempt ended (an exit is split by its code).
+    let attempt_result = match &result.outcome {
+        crate::executor::ExecOutcome::Exited { .. } if result.outcome.is_success() => "succeeded",
+        crate::executor::ExecOutcome::Exited { .. } => "failed",
+        other => other.as_str(),
+    };
     let mut attrs = vec![
         KeyValue::new("augur.attempt.outcome", outcome),
         KeyValue::new("augur.attempt.runtime_ms", result.usage.runtime_ms as i64),
@@ -541,10 +547,10 @@ fn record_execution(agent: &Agent, span: &mut PhaseSpan, result: &crate::executo
     }
     span.set(attrs);
     if !result.outcome.is_success() {
-        span.fail(outcome, result.message.clone());
+        span.fail(attempt_result, result.message.clone());
     }
     let label = OutcomeLabel {
-        outcome: outcome.to_string(),
+        outcome: attempt_result.to_string(),
     };
     agent.metrics.attempts_finished.get_or_create(&label).inc();
     agent.metrics.attempt_runtime.get_or_create(&label).observe(

@@ -140,7 +140,7 @@ fn a_failed_attempt_is_marked_in_its_span() {
     let spans = receiver.wait_trace(&trace_id, DEADLINE, "every phase span", has_all_phases);
     let execute = one(&spans, "job.execute");
     assert_eq!(attr(execute, "process.exit.code"), "7");
-    assert_eq!(attr(execute, "error.type"), "exited");
+    assert_eq!(attr(execute, "error.type"), "failed");
     assert_eq!(
         execute.status_code, 2,
         "job.execute should have error status"

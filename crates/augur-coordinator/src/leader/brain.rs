@@ -103,6 +103,7 @@ impl Brain {
             workers: HashMap::new(),
             recent_done: (HashSet::new(), VecDeque::new()),
         };
+        observe::initialise(&brain.metrics);
         for info in workers {
             let id = info.id.clone();
             brain.workers.entry(id).or_default().info = Some(info);
@@ -443,7 +444,7 @@ impl Brain {
             warn!(worker_id = %worker, "finished message without a valid outcome");
             return;
         };
-        let outcome = crate::convert::outcome_name(finished.outcome);
+        let outcome = crate::convert::attempt_result(&finished);
         let event = Event::Finish {
             report,
             now_ms: now_ms(),

@@ -27,6 +27,13 @@ fn job_attributes(job: &JobRecord) -> Vec<KeyValue> {
     ]
 }
 
+/// Creates this leader's labelled series at zero.
+pub fn initialise(metrics: &CoordinatorMetrics) {
+    let _ = metrics.placement_decisions.get_or_create(&PolicyLabel {
+        policy: POLICY.to_string(),
+    });
+}
+
 /// A job was placed on `worker` (`placed` is its record after the assignment):
 /// records its queue wait and placement, and starts its `job.dispatch` span,
 /// which the worker's `job.execute` span will be a child of.
