@@ -56,12 +56,14 @@ impl Default for ClusterConfig {
 }
 
 /// One child process of the cluster.
-struct Node {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    /// Set once the test killed it on purpose.
-    killed: bool,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
+    /// Set once the test killed it on purpose (or it exited on a signal the test sent).
+    pub(crate) killed: bool,
+    /// Set while the test holds it stopped (SIGSTOP); it answers nothing then.
+    pub(crate) stopped: bool,
 }
 
 /// A running cluster. Dropping it kills every process; if the test is failing it
@@ -74,13 +76,15 @@ pub struct Cluster {
     /// None once kept (see `Drop`).
     dir: Option<TempDir>,
     etcd_url: String,
+    /// etcd's peer URL, kept so that etcd can be restarted on the same ports.
+    etcd_peer_url: String,
     /// API URL of each coordinator, in the order c1, c2, ...
     coordinator_apis: Vec<String>,
     /// Metrics address of each coordinator.
     coordinator_metrics: Vec<String>,
     /// Metrics address of each worker by name, kept across restarts.
     worker_metrics: BTreeMap<String, String>,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     /// Released last (fields drop in declaration order, after `Drop::drop`).
     _lock: ClusterLock,
 }
@@ -91,7 +95,6 @@ impl Cluster {
     pub fn start(config: ClusterConfig) -> Cluster {
         let lock = ClusterLock::acquire();
         let augur = augur_bin();
-        let etcd = etcd_tool("etcd");
         let etcdctl = etcd_tool("etcdctl");
         let dir = tempfile::Builder::new()
             .prefix("augur-e2e-")
@@ -118,6 +121,7 @@ impl Cluster {
             root,
             dir: Some(dir),
             etcd_url,
+            etcd_peer_url: peer_url,
             coordinator_apis,
             coordinator_metrics,
             worker_metrics: BTreeMap::new(),
@@ -126,18 +130,7 @@ impl Cluster {
         };
 
         // From here on a panic drops `cluster`, which kills what was started.
-        let data_dir = cluster.root.join("etcd-data");
-        let mut command = Command::new(etcd);
-        command
-            .args(["--name", "e", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--listen-client-urls", &cluster.etcd_url])
-            .args(["--advertise-client-urls", &cluster.etcd_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("e={peer_url}")])
-            .args(["--max-txn-ops", "1024"]);
-        cluster.spawn_node("etcd", command);
+        cluster.spawn_etcd();
         cluster.wait_etcd_healthy();
 
         for index in 0..cluster.config.coordinators {
@@ -215,7 +208,26 @@ impl Cluster {
             .collect()
     }
 
-    fn start_coordinator(&mut self, index: usize) {
+    /// Starts etcd on the cluster's data dir and ports (again, after a kill: it
+    /// recovers from its data dir). Does not wait for it to be healthy.
+    pub(crate) fn spawn_etcd(&mut self) {
+        let data_dir = self.root.join("etcd-data");
+        let peer_url = self.etcd_peer_url.clone();
+        let mut command = Command::new(etcd_tool("etcd"));
+        command
+            .args(["--name", "e", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &self.etcd_url])
+            .args(["--advertise-client-urls", &self.etcd_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("e={peer_url}")])
+            .args(["--max-txn-ops", "1024"]);
+        self.nodes.retain(|n| n.name != "etcd");
+        self.spawn_node("etcd", command);
+    }
+
+    pub(crate) fn start_coordinator(&mut self, index: usize) {
         let name = format!("c{}", index + 1);
         let api = self.coordinator_apis[index].clone();
         let mut command = Command::new(&self.augur);
@@ -228,6 +240,7 @@ impl Cluster {
             .args(["--node-id", &name])
             .args(["--lease-ttl", self.config.lease_ttl])
             .args(&self.config.extra_coordinator_args);
+        self.nodes.retain(|n| n.name != name);
         self.spawn_node(&name, command);
     }
 
@@ -272,6 +285,7 @@ impl Cluster {
             child,
             log,
             killed: false,
+            stopped: false,
         });
     }
 
@@ -292,7 +306,7 @@ impl Cluster {
         }
     }
 
-    fn wait_etcd_healthy(&mut self) {
+    pub(crate) fn wait_etcd_healthy(&mut self) {
         let url = self.etcd_url.clone();
         poll_until(
             ETCD_READY_TIMEOUT,

@@ -10,6 +10,8 @@
 mod bad_input;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
+#[path = "e2e/drain.rs"]
+mod drain;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/load.rs"]

@@ -75,6 +75,15 @@ pub struct GetArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Worker id.
+    worker: String,
+    /// Make the worker eligible for new work again.
+    #[arg(long)]
+    cancel: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ListArgs {
     /// Only jobs in this state (repeatable).
     #[arg(long = "state")]
@@ -333,6 +342,26 @@ pub async fn cluster(endpoint: &str, output: Output) -> anyhow::Result<ExitCode>
             println!("answered: {}", status.answered_by);
             print!("{}", render::worker_table(&status.workers));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn drain(endpoint: &str, output: Output, args: DrainArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(endpoint).await?;
+    let response = client
+        .drain_worker(pb::DrainWorkerRequest {
+            worker_id: args.worker.clone(),
+            cancel: args.cancel,
+        })
+        .await?
+        .into_inner();
+    match (output, response.worker) {
+        (Output::Json, Some(w)) => println!("{}", render::worker_value(&w)),
+        (_, Some(w)) if w.state == pb::WorkerState::Draining as i32 => {
+            println!("{}: draining (no new jobs; running jobs finish)", w.id)
+        }
+        (_, Some(w)) => println!("{}: eligible for new jobs", w.id),
+        (_, None) => println!("{}: no longer registered", args.worker),
     }
     Ok(ExitCode::SUCCESS)
 }

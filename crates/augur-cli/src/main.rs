@@ -62,6 +62,8 @@ enum Command {
     Cancel(client::GetArgs),
     /// List workers.
     Workers,
+    /// Stop new placements on a worker (its running jobs finish); --cancel undoes it.
+    Drain(client::DrainArgs),
     /// Show the leader, its epoch and the workers.
     Cluster,
     /// Measure throughput and latency on a cluster of its own.
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             Command::List(args) => client::list(&cli.endpoint, cli.output, args).await,
             Command::Cancel(args) => client::cancel(&cli.endpoint, cli.output, args).await,
             Command::Workers => client::workers(&cli.endpoint, cli.output).await,
+            Command::Drain(args) => client::drain(&cli.endpoint, cli.output, args).await,
             Command::Cluster => client::cluster(&cli.endpoint, cli.output).await,
         }
     });

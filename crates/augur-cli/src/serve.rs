@@ -153,6 +153,9 @@ pub struct WorkerArgs {
     /// Registration lease TTL.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// On SIGTERM: how long running jobs may finish before they are handed back.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Grace between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,
@@ -188,6 +191,7 @@ impl WorkerArgs {
         c.lease_ttl = self.lease_ttl;
         c.output_retention = self.output_retention;
         c.fsync_results = self.fsync_results;
+        c.drain_timeout = self.drain_timeout;
         c.executor = match self.executor {
             ExecutorKind::Process => Executor::Process(ProcessConfig {
                 kill_grace: self.kill_grace,

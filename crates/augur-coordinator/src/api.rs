@@ -68,8 +68,10 @@ impl Api {
             KeyValue::new("cicd.pipeline.task.name", record.spec.name.clone()),
         ]);
         record.trace_context = span.carrier();
+        self.shared.breaker.check()?;
         let started = std::time::Instant::now();
         let outcome = self.shared.jobs.create(&record).await;
+        self.shared.breaker.record(&outcome);
         self.shared
             .metrics
             .etcd("create", started.elapsed().as_secs_f64());
@@ -170,8 +172,10 @@ impl JobService for Api {
     ) -> Result<Response<pb::Job>, Status> {
         self.shared.metrics.api("get");
         let id = parse_id(&request.into_inner().job_id)?;
+        self.shared.breaker.check()?;
         let started = std::time::Instant::now();
         let found = self.shared.jobs.get(&id).await;
+        self.shared.breaker.record(&found);
         self.shared
             .metrics
             .etcd("get", started.elapsed().as_secs_f64());
@@ -210,12 +214,14 @@ impl JobService for Api {
                 Status::invalid_argument("page_token: not a token returned by ListJobs")
             })?)
         };
+        self.shared.breaker.check()?;
         let started = std::time::Instant::now();
         let page = self
             .shared
             .jobs
             .list(&states, page_size as usize, after.as_ref())
             .await;
+        self.shared.breaker.record(&page);
         self.shared
             .metrics
             .etcd("list", started.elapsed().as_secs_f64());
@@ -270,6 +276,44 @@ impl JobService for Api {
                 }
             },
         }
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        self.shared.metrics.api("drain");
+        let who = caller(&request);
+        let request = request.into_inner();
+        let id = augur_core::WorkerId::new(request.worker_id.clone())
+            .map_err(|e| Status::invalid_argument(format!("worker_id: {e}")))?;
+        self.shared.breaker.check()?;
+        let changed = self
+            .shared
+            .registry
+            .set_draining(&id, !request.cancel)
+            .await;
+        self.shared.breaker.record(&changed);
+        if !changed.map_err(store_status)? {
+            return Err(Status::not_found(format!("no registered worker {id}")));
+        }
+        info!(audit = true, caller = %who, action = if request.cancel { "undrain" } else { "drain" },
+              worker_id = %id, result = "ok", "api call");
+        let worker = self
+            .shared
+            .registry
+            .get(&id)
+            .await
+            .map_err(store_status)?
+            .map(|info| {
+                let state = if info.draining {
+                    pb::WorkerState::Draining
+                } else {
+                    pb::WorkerState::Ready
+                };
+                worker_to_pb(&info, 0, state)
+            });
+        Ok(Response::new(pb::DrainWorkerResponse { worker }))
     }
 
     async fn cluster_status(

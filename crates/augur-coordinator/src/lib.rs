@@ -3,6 +3,7 @@
 //! (see [`leader`]).
 
 mod api;
+mod breaker;
 pub mod convert;
 pub mod leader;
 mod stream;
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     pub leader: watch::Sender<Option<LeaderHandle>>,
     pub next_conn: AtomicU64,
     pub metrics: Arc<CoordinatorMetrics>,
+    /// Fails API calls fast while etcd is unreachable.
+    pub breaker: breaker::Breaker,
 }
 
 impl Shared {
@@ -135,6 +138,7 @@ pub async fn run_on(
         leader: watch::channel(None).0,
         next_conn: AtomicU64::new(1),
         metrics,
+        breaker: breaker::Breaker::new(Duration::from_secs(1)),
     });
 
     let server_stop = CancellationToken::new();

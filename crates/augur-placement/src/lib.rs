@@ -19,3 +19,5 @@ pub mod tune;
 pub use render::{render_svg, render_table};
 pub use sim::{parse_workers, simulate, SimOptions, SimResult, WorkerGroup};
 pub use tune::{tune, Recommendation, TuneError, TuneOptions, TuneReport};
+#[cfg(test)]
+mod tests;

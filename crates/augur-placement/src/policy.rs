@@ -23,12 +23,16 @@ use augur_predict::PredictorConfig;
 use serde::{Deserialize, Serialize};
 
 /// A placement policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     RoundRobin,
     LeastLoaded,
     FifoFastestIdle,
+    /// The default.
+    #[default]
     Predictive,
     /// Uses true runtimes: simulation only.
     Oracle,
@@ -62,12 +66,6 @@ impl Policy {
     /// submission.
     pub fn orders_by_runtime(self) -> bool {
         matches!(self, Policy::Predictive | Policy::Oracle)
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::Predictive
     }
 }
 

@@ -25,7 +25,13 @@ pub const GATE_FEATURES: usize = 12 + LN_BINS.len();
 /// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
 /// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
 /// kind's trust depend on the runtime range non-linearly.
-const LN_BINS: [f64; 5] = [2.302_585, 4.094_345, 6.396_930, 8.188_689, 9.980_449];
+const LN_BINS: [f64; 5] = [
+    std::f64::consts::LN_10,
+    4.094_345,
+    6.396_930,
+    8.188_689,
+    9.980_449,
+];
 
 /// Kinds of candidates: one per (template, expert), then the ridge estimate,
 /// the requested time and the global mean.
@@ -205,6 +211,39 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
         let tight = out.iter().filter(|c| (c.ln - ln).abs() <= TIGHT).count();
         out[i].gate[CONSENSUS + 2] = tight.saturating_sub(1) as f64 / (n - 1).max(1) as f64;
         out[i].gate[CONSENSUS + 3] = (n as f64).ln();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::record;
+
+    #[test]
+    fn candidates_cover_templates_and_measure_consensus() {
+        let mut history = History::new();
+        for i in 0..3 {
+            history.observe(&record(i, "ann", "etl", 100.0));
+        }
+        let mut cands = Vec::new();
+        candidates(
+            &history,
+            &record(9, "ann", "etl", 0.0),
+            100f64.ln(),
+            &mut cands,
+        );
+        assert_eq!(candidate_names().len(), CANDIDATE_KINDS);
+        assert!(cands.iter().any(|c| c.kind == RIDGE));
+        assert!(cands.iter().any(|c| c.kind == GLOBAL));
+        // Every history candidate says 100 s: all agree with each other.
+        let last2 = Template::User as usize * Expert::ALL.len() + Expert::Last2 as usize;
+        let c = cands.iter().find(|c| c.kind == last2).expect("user last2");
+        assert!((c.ln - 100f64.ln()).abs() < 1e-9);
+        assert!(c.gate[CONSENSUS] > 0.5, "{:?}", c.gate);
+        // The gate picks the best-scored candidate.
+        let mut weights = vec![vec![0.0; GATE_FEATURES]; CANDIDATE_KINDS];
+        weights[GLOBAL][0] = 1.0;
+        assert_eq!(select(&weights, &cands).map(|c| c.kind), Some(GLOBAL));
     }
 }
 

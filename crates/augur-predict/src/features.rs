@@ -1,4 +1,5 @@
-//! Feature vectors: what the model sees of a job at submission.
+//! Feature vectors: what the model's ridge regression sees of a job at
+//! submission (the gate has its own features, see [`crate::experts`]).
 //!
 //! Every feature is computable from the job's own submit-time fields and the
 //! causal [`History`]; nothing measured on the job itself enters. Layout:

@@ -3,9 +3,10 @@
 //! A *template* (Smith, Foster & Taylor, JPDC 2004) is a set of job attributes —
 //! user, user+class, class, user+requested resources, … — and two jobs with the
 //! same values for a template's attributes are "similar" under it. For every
-//! template value seen so far, [`History`] keeps the count, the last two runtimes
+//! template value seen so far, [`History`] keeps the count, the last five runtimes
 //! (Tsafrir's predictor), an exponentially weighted mean and the plain mean of
-//! ln(runtime), and the mean ln ratio of runtime to requested time. These are the
+//! ln(runtime), the mean ln ratio of runtime to requested time, and a running
+//! score of each of the template's own estimates ([`Expert`]). These are the
 //! target encodings of the high-cardinality categories (users, classes): they are
 //! computed from history only.
 //!
@@ -475,6 +476,25 @@ mod tests {
             history.stats(Template::Class, &other).map(|s| s.count),
             Some(2)
         );
+    }
+
+    #[test]
+    fn experts_are_scored_on_each_new_run() {
+        let mut history = History::new();
+        for (i, runtime) in [10.0, 100.0, 10.0, 10.0].into_iter().enumerate() {
+            history.observe(&record(i as i64, "alice", "sim", runtime));
+        }
+        let s = history
+            .stats(Template::User, &record(9, "alice", "sim", 0.0))
+            .expect("history");
+        assert_eq!(s.recent_median(3), Some(10.0));
+        assert_eq!(s.recent_median(5), Some(10.0));
+        assert_eq!(s.last2_mean(), Some(10.0));
+        // Last1 was scored three times (after runs 1, 2, 3) and hit once (10 → 10).
+        let last1 = s.experts[Expert::Last1 as usize];
+        assert_eq!(last1.count, 3);
+        assert!(last1.hit_ewma > 0.0 && last1.hit_ewma < 1.0);
+        assert!(s.estimate_ln(Expert::Ratio, Some(60.0)).is_none());
     }
 
     #[test]

@@ -1,42 +1,60 @@
 //! Runtime prediction for Augur: how long will this job run?
 //!
-//! The model predicts ln(runtime on a speed-1 worker) from what is known when a
-//! job is submitted — its class (spec name), command, user/tenant, labels,
-//! requested resources and time, the submitter's numeric hints, hour and weekday
-//! — and from *causal history statistics*: for each template of similar jobs
-//! (user, user+class, class, user+command, user+request, …) the last runtimes,
-//! their EWMA and mean, and how many there were. Those statistics are the
-//! target encoding of the high-cardinality categories, computed from finished
-//! runs only ([`history`]). A job's runtime on a worker of speed `s` is the
+//! Everything is predicted as ln(runtime on a speed-1 worker) from what is
+//! known when a job is submitted — its class (spec name), command, user/tenant,
+//! labels, requested resources and time, the submitter's numeric hints, hour
+//! and weekday — and from *causal history statistics*: for each template of
+//! similar jobs (user, user+class, class, user+command, user+request, …) the
+//! recent runtimes, their EWMA and mean, how many there were, and how well each
+//! template's own estimates have been doing. Those statistics are the target
+//! encoding of the high-cardinality categories, computed from finished runs
+//! only ([`history`]). A job's runtime on a worker of speed `s` is the
 //! prediction divided by `s`; recorded runtimes are multiplied back by the
 //! speed of the worker that ran them.
 //!
-//! # Why ridge regression (linfa-linear) on ln(runtime)
+//! # The model, and why
 //!
-//! linfa has no regression trees. Of what it has, we compared on the two
-//! shipped traces (KTH SP2 and NASA iPSC, replayed chronologically with
-//! retraining every 2000 finished runs, see the placement crate's `tune`):
+//! linfa has no regression trees. Measured on the two shipped traces (KTH SP2,
+//! NASA iPSC; chronological replay, retraining as history grows, see
+//! [`replay::evaluate`]), fraction of jobs within 2x:
 //!
-//! * **ridge via `linfa-linear`'s least squares** on standardised features,
-//!   with two Huber re-weighting rounds: it learns how much to trust each
-//!   template (e.g. user+request over user alone) and combines them; training
-//!   on 100k records takes well under a second, inference is one dot product
-//!   (~1-3 µs with feature extraction), and the model is ~70 numbers, so it fits
-//!   an etcd value with room to spare;
-//! * **k-nearest neighbours (`linfa-nn`)** over the same target-encoded
-//!   features: no better on either trace in our runs, ~10x slower to query, and
-//!   it must ship its training points (megabytes: over etcd's value limit);
-//! * **elastic net (`linfa-elasticnet`)**: same accuracy as ridge here (the L1
-//!   part zeroed nothing useful) and slower to converge on correlated features.
+//! | model | KTH | NASA |
+//! |---|---|---|
+//! | best baseline (user last-2 / user+application last-2) | 49.9% | 60.4% |
+//! | ridge regression of ln(runtime) on all features (`linfa-linear`) | 44.9% | 51.7% |
+//! | same, with Huber or Tukey re-weighting (robust IRLS) | 47–52% | 53–57% |
+//! | **gate over template experts + ridge, with consensus** | **63.8%** | **62.8%** |
+//!
+//! A regression *averages* its inputs, but runtimes are multi-modal: a user's
+//! next job usually repeats one of their recent runs almost exactly, or is
+//! something else entirely. An average of candidates lands between the modes
+//! and misses both. So the model *selects* ([`experts`]): every template with
+//! history proposes estimates (last run, mean of last two, median of last three
+//! and five, requested time × the template's runtime/request ratio), the ridge
+//! regression (`linfa-linear` least squares, ridge penalty as augmented rows)
+//! proposes one, and per candidate kind a linear gate, also fitted with
+//! `linfa-linear`, scores how close the candidate is likely to be — from its
+//! recent error and hit rate, its history count, the spread of recent runs, how
+//! many other candidates agree with it (the strongest signal), and its runtime
+//! range. The best-scored candidate is the prediction, capped by the requested
+//! time. Training on 100k records takes ~3 s on one core, a prediction ~2 µs,
+//! and the model is ~60 KB of JSON (weights only: it fits one etcd value).
+//!
+//! Not tried, and why: `linfa-nn` neighbours would have to ship their training
+//! points in the model (megabytes, over etcd's value limit) and average
+//! neighbours' runtimes just as the regression does; `linfa-elasticnet` is the
+//! same linear family as the ridge (the L1 part would only prune features, and
+//! its coordinate descent converges slowly on these correlated features).
 //!
 //! Uncertainty: the model keeps, per job class (or user), the robust spread and
 //! the 90th percentile of its training residuals, and reports them with every
 //! point estimate ([`Prediction`]).
 //!
 //! Cold start: with no model yet, predictions come from the user+class last-2
-//! baseline; with a model but fewer than `min_history` similar runs, the model's
-//! (global) estimate is returned labelled [`FallbackReason::ColdStart`], so the
-//! scheduler can place that job least-loaded and say so.
+//! baseline ([`FallbackReason::NoModel`]); with a model but fewer than
+//! `min_history` runs sharing any template with the job, the model's estimate is
+//! returned labelled [`FallbackReason::ColdStart`], so the scheduler can place
+//! that job least-loaded and say so.
 //!
 //! Nothing here does I/O; [`train`] is synchronous and CPU-bound (run it in
 //! `spawn_blocking`), and a [`Model`] (de)serialises as versioned JSON.

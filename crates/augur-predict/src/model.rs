@@ -329,7 +329,7 @@ fn fit_gate(
     let mut seen = 0usize;
     replay_submissions(records, |i, history| {
         seen += 1;
-        if seen % stride != 0 {
+        if !seen.is_multiple_of(stride) {
             return;
         }
         let job = &records[i];

@@ -410,13 +410,14 @@ pub const JOB_OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancel
 /// etcd operations timed by coordinators.
 pub const ETCD_OPERATIONS: [&str; 5] = ["create", "get", "list", "commit", "load_active"];
 /// API operations counted by coordinators.
-pub const API_OPERATIONS: [&str; 6] = [
+pub const API_OPERATIONS: [&str; 7] = [
     "submit",
     "get",
     "list",
     "cancel",
     "list_workers",
     "cluster_status",
+    "drain",
 ];
 
 impl CoordinatorMetrics {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     /// How long full output tails stay on disk.
     pub output_retention: Duration,
     pub heartbeat: Duration,
+    /// On SIGTERM, how long running jobs may take before they are handed back.
+    pub drain_timeout: Duration,
     /// fsync every buffered result (survives a machine crash, costs an fsync per
     /// job); without it results survive a crash of the worker process.
     pub fsync_results: bool,
@@ -68,6 +71,7 @@ impl WorkerConfig {
             max_buffered: 10_000,
             output_retention: Duration::from_secs(24 * 3600),
             heartbeat: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(30),
             fsync_results: false,
             report_tail_bytes: 16 * 1024,
         }
@@ -76,22 +80,26 @@ impl WorkerConfig {
 
 type Outbound = mpsc::UnboundedSender<pb::WorkerMessage>;
 
-struct Attempt {
+pub(crate) struct Attempt {
     epoch: i64,
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
 }
 
 /// State shared by the stream loop and the job tasks.
-struct Agent {
-    id: WorkerId,
-    config: WorkerConfig,
-    buffer: ResultBuffer,
+pub(crate) struct Agent {
+    pub(crate) id: WorkerId,
+    pub(crate) config: WorkerConfig,
+    pub(crate) buffer: ResultBuffer,
     output: OutputStore,
-    running: Mutex<HashMap<(JobId, u32), Attempt>>,
+    pub(crate) running: Mutex<HashMap<(JobId, u32), Attempt>>,
     /// The current stream's sender, if connected.
     outbound: Mutex<Option<Outbound>>,
     highest_epoch: Mutex<i64>,
     metrics: Arc<WorkerMetrics>,
+    /// Set on SIGTERM: take no new work.
+    pub(crate) draining: AtomicBool,
+    /// Set when the drain deadline passed: what still runs is handed back.
+    pub(crate) handing_back: AtomicBool,
 }
 
 impl Agent {
@@ -153,6 +161,8 @@ pub async fn run(
         outbound: Mutex::new(None),
         highest_epoch: Mutex::new(0),
         metrics,
+        draining: AtomicBool::new(false),
+        handing_back: AtomicBool::new(false),
     });
     agent.metrics.slots.set(i64::from(config.slots));
     agent
@@ -161,11 +171,24 @@ pub async fn run(
         .set(agent.buffer.len() as i64);
     info!(worker_id = %agent.id, slots = config.slots, executor = config.executor.kind(), buffered = agent.buffer.len(), "worker starting");
 
+    // `stopped` fires once a shutdown's drain is over; until then the worker
+    // keeps its registration and its stream so running jobs can report.
+    let stopped = CancellationToken::new();
+    let drain = tokio::spawn(
+        crate::drain::on_shutdown(
+            agent.clone(),
+            registry.clone(),
+            shutdown.clone(),
+            stopped.clone(),
+        )
+        .instrument(tracing::info_span!("drain")),
+    );
     let registration = tokio::spawn(
-        keep_registered(agent.clone(), registry, client, shutdown.clone())
+        keep_registered(agent.clone(), registry, client, stopped.clone())
             .instrument(tracing::info_span!("registration")),
     );
-    let purge = tokio::spawn(purge_outputs(agent.clone(), shutdown.clone()));
+    let purge = tokio::spawn(purge_outputs(agent.clone(), stopped.clone()));
+    let shutdown = stopped;
 
     let mut backoff = Duration::from_millis(100);
     let mut sessions = 0u64;
@@ -205,7 +228,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for task in [registration, purge] {
+    for task in [drain, registration, purge] {
         let _ = task.await;
     }
     info!("worker stopped");
@@ -222,10 +245,14 @@ async fn keep_registered(
     while !shutdown.is_cancelled() {
         let attempt = async {
             let lease = LeaseHandle::grant(&client, agent.config.lease_ttl).await?;
+            // Every worker carries `node=<its id>`, so a job can be pinned to
+            // one worker with `--constraint node=ID`.
+            let mut labels = agent.config.labels.clone();
+            labels.insert("node".to_string(), agent.id.to_string());
             let info = WorkerInfo {
                 id: agent.id.clone(),
                 slots: agent.config.slots,
-                labels: agent.config.labels.clone(),
+                labels,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 executor: agent.config.executor.kind().to_string(),
                 registered_at_ms: now_ms(),
@@ -344,6 +371,12 @@ fn handle(agent: &Arc<Agent>, msg: In) {
             let (Some(attempt), Some(spec)) = (assign.attempt, assign.spec) else {
                 return;
             };
+            if agent.draining.load(Ordering::SeqCst) {
+                // The leader sees the drain in the registry and requeues this
+                // attempt when the worker's lease ends.
+                warn!(job_id = %attempt.job_id, "assignment refused: draining");
+                return;
+            }
             let highest = *agent
                 .highest_epoch
                 .lock()
@@ -475,6 +508,17 @@ async fn run_attempt(
     agent.metrics.running_attempts.dec();
     record_execution(&agent, &mut execute, &result);
     execute.end();
+    if agent.handing_back.load(Ordering::SeqCst) {
+        // Stopped by the end of a drain: not the job's outcome. The leader
+        // requeues the attempt when this worker's lease is revoked.
+        info!("attempt handed back at the end of the drain");
+        agent
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(job_id, attempt));
+        return;
+    }
     let mut buffered = BufferedResult::from_exec(&job_id.to_string(), attempt, epoch, &result);
     // The full tails stay in the output store; the report carries what the
     // coordinator may keep.

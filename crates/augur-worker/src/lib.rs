@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod buffer;
 mod convert;
+mod drain;
 pub mod executor;
 pub mod output;
 

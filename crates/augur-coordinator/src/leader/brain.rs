@@ -304,6 +304,17 @@ impl Brain {
             WorkerEvent::Up(info) => {
                 let id = info.id.clone();
                 let entry = self.workers.entry(id.clone()).or_default();
+                let newly_draining =
+                    info.draining && !entry.info.as_ref().is_some_and(|old| old.draining);
+                if newly_draining {
+                    if let Some(conn) = &entry.conn {
+                        let drain = pb::CoordinatorMessage {
+                            kind: Some(Out::Drain(pb::Drain {})),
+                        };
+                        let _ = conn.tx.send(Ok(drain));
+                    }
+                    info!(worker_id = %id, running = entry.attempts.len(), "worker draining: no new placements");
+                }
                 let new_incarnation = entry
                     .info
                     .as_ref()

@@ -1,0 +1,260 @@
+//! Tests of the scheduler and the simulator: feasibility, aging, overrun
+//! correction, determinism, causality and the oracle's advantage.
+
+use std::collections::BTreeMap;
+
+use augur_core::run::RUN_RECORD_VERSION;
+use augur_core::RunRecord;
+use augur_predict::{PredictorConfig, RuntimePredictor};
+use proptest::prelude::*;
+
+use crate::policy::{Policy, SchedulerConfig};
+use crate::scheduler::{JobRequest, Scheduler, WorkerSpec};
+use crate::sim::{parse_workers, simulate, SimOptions};
+
+fn run(i: usize, user: &str, submit_s: i64, runtime_s: f64) -> RunRecord {
+    RunRecord {
+        v: RUN_RECORD_VERSION,
+        job_id: format!("j{i}"),
+        name: "class".into(),
+        command: String::new(),
+        user: user.into(),
+        labels: BTreeMap::new(),
+        priority: 0,
+        requested_slots: 1,
+        requested_cpu_millis: 0,
+        requested_memory_bytes: 0,
+        hints: BTreeMap::new(),
+        requested_time_s: None,
+        submitted_at_ms: submit_s * 1000,
+        worker_id: String::new(),
+        worker_speed: 1.0,
+        queue_wait_ms: 0,
+        runtime_ms: (runtime_s * 1000.0) as u64,
+        outcome: "succeeded".into(),
+        attempt: 1,
+        finished_at_ms: submit_s * 1000 + (runtime_s * 1000.0) as i64,
+    }
+}
+
+fn request(record: RunRecord, slots: u32, constraints: BTreeMap<String, String>) -> JobRequest {
+    let work = record.runtime_ms as f64 / 1000.0;
+    JobRequest {
+        features: record,
+        slots,
+        priority: 0,
+        constraints,
+        actual_work_s: Some(work),
+    }
+}
+
+fn scheduler(policy: Policy) -> Scheduler<usize, String> {
+    Scheduler::new(
+        SchedulerConfig::with_policy(policy),
+        RuntimePredictor::new(PredictorConfig::default()),
+    )
+}
+
+fn worker(slots: u32, speed: f64, labels: &[(&str, &str)]) -> WorkerSpec {
+    WorkerSpec {
+        slots,
+        speed,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// A mixed workload: users with short and long jobs, arriving in bursts.
+fn workload(n: usize) -> Vec<RunRecord> {
+    (0..n)
+        .map(|i| {
+            let user = ["ann", "bob", "cy"][i % 3];
+            let runtime = match i % 3 {
+                0 => 20.0 + (i % 7) as f64,
+                1 => 600.0 + (i % 5) as f64 * 30.0,
+                _ => 3000.0 + (i % 4) as f64 * 500.0,
+            };
+            run(i, user, (i as i64) * 40, runtime)
+        })
+        .collect()
+}
+
+#[test]
+fn predictive_prefers_short_jobs_and_fast_workers() {
+    let mut s = scheduler(Policy::Oracle);
+    s.worker_up("slow".into(), worker(1, 1.0, &[]));
+    s.worker_up("fast".into(), worker(1, 4.0, &[]));
+    s.job_arrived(0, request(run(0, "a", 0, 1000.0), 1, BTreeMap::new()), 0);
+    s.job_arrived(1, request(run(1, "a", 0, 10.0), 1, BTreeMap::new()), 0);
+    s.job_arrived(2, request(run(2, "a", 0, 100.0), 1, BTreeMap::new()), 0);
+    let decisions = s.next_assignments(0);
+    let placed: Vec<(usize, &str)> = decisions
+        .iter()
+        .map(|d| (d.job, d.worker.as_str()))
+        .collect();
+    // Shortest first, onto the fastest free worker; the long job waits.
+    assert_eq!(placed, vec![(1, "fast"), (2, "slow")]);
+    assert_eq!(decisions[0].policy, Policy::Oracle);
+    assert!(!decisions[0].candidates.is_empty());
+    assert_eq!(s.queued(), 1);
+    assert_eq!(s.running(), 2);
+}
+
+#[test]
+fn running_jobs_that_overrun_are_corrected_upward() {
+    let mut s = scheduler(Policy::Oracle);
+    s.worker_up("w".into(), worker(1, 2.0, &[]));
+    s.job_arrived(7, request(run(7, "a", 0, 100.0), 1, BTreeMap::new()), 0);
+    assert_eq!(s.next_assignments(0).len(), 1);
+    assert_eq!(s.expected_total_s(&7, 10_000), Some(50.0));
+    // 80 s in, past the 50 s expected: now assumed to need twice the elapsed.
+    assert_eq!(s.expected_total_s(&7, 80_000), Some(160.0));
+}
+
+#[test]
+fn cold_start_places_least_loaded_and_says_so() {
+    let mut s = scheduler(Policy::Predictive);
+    s.worker_up("a".into(), worker(2, 1.0, &[]));
+    s.worker_up("b".into(), worker(2, 8.0, &[]));
+    s.job_arrived(1, request(run(1, "new", 0, 5.0), 1, BTreeMap::new()), 0);
+    let decisions = s.next_assignments(0);
+    assert_eq!(decisions.len(), 1);
+    let fallback = decisions[0].fallback.as_deref().unwrap_or_default();
+    assert!(fallback.contains("no trained model"), "{fallback}");
+    assert!(fallback.contains("least-loaded"), "{fallback}");
+}
+
+#[test]
+fn aging_prevents_starvation_under_a_stream_of_short_jobs() {
+    // One worker, a long job, and a short job arriving every second forever:
+    // pure shortest-first would never run the long job; aging must.
+    let mut s = scheduler(Policy::Oracle);
+    s.worker_up("w".into(), worker(1, 1.0, &[]));
+    s.job_arrived(0, request(run(0, "a", 0, 50.0), 1, BTreeMap::new()), 0);
+    s.job_arrived(1, request(run(1, "a", 0, 1.0), 1, BTreeMap::new()), 0);
+    let mut running: Option<(usize, i64)> = None;
+    let mut long_started = None;
+    for t in 0..5_000i64 {
+        let now = t * 1000;
+        if let Some((job, until)) = running {
+            if until <= now {
+                s.job_finished(&job, None);
+                running = None;
+            }
+        }
+        s.job_arrived(
+            1000 + t as usize,
+            request(run(2, "a", t, 1.0), 1, BTreeMap::new()),
+            now,
+        );
+        for d in s.next_assignments(now) {
+            let work = if d.job == 0 { 50 } else { 1 };
+            running = Some((d.job, now + work * 1000));
+            if d.job == 0 {
+                long_started = Some(t);
+            }
+        }
+        if long_started.is_some() {
+            break;
+        }
+    }
+    // aging_rate 0.1: a 50 s job overtakes newer 1 s jobs after ~490 s.
+    let started = long_started.expect("the long job must start");
+    assert!(started < 1_000, "long job waited {started} s");
+}
+
+proptest! {
+    /// Every assignment fits: enough free slots, every constraint matched,
+    /// never more slots in use than a worker has, whatever the policy.
+    #[test]
+    fn assignments_are_always_feasible(
+        workers in proptest::collection::vec((1u32..4, 1u32..4, any::<bool>()), 1..6),
+        jobs in proptest::collection::vec((1u32..4, 0u32..3, 1u64..500, 0usize..3), 1..40),
+        policy in proptest::sample::select(Policy::ALL.to_vec()),
+        finish_every in 1usize..5,
+    ) {
+        let mut s = scheduler(policy);
+        let mut capacity = BTreeMap::new();
+        for (i, (slots, speed, gpu)) in workers.iter().enumerate() {
+            let labels: &[(&str, &str)] = if *gpu { &[("gpu", "yes")] } else { &[] };
+            s.worker_up(format!("w{i}"), worker(*slots, *speed as f64, labels));
+            capacity.insert(format!("w{i}"), (*slots, *gpu));
+        }
+        let mut used: BTreeMap<String, u32> = BTreeMap::new();
+        let mut running: Vec<(usize, String, u32)> = Vec::new();
+        for (i, (slots, needs, runtime, user)) in jobs.iter().enumerate() {
+            let constraints: BTreeMap<String, String> = if *needs == 0 {
+                [("gpu".to_string(), "yes".to_string())].into()
+            } else {
+                BTreeMap::new()
+            };
+            let record = run(i, ["a", "b", "c"][*user], i as i64, *runtime as f64);
+            s.job_arrived(i, request(record, *slots, constraints.clone()), i as i64 * 1000);
+            for d in s.next_assignments(i as i64 * 1000) {
+                let (cap, gpu) = capacity[&d.worker];
+                let (job_slots, job_gpu) = (jobs[d.job].0, jobs[d.job].1 == 0);
+                let in_use = used.entry(d.worker.clone()).or_default();
+                *in_use += job_slots;
+                prop_assert!(*in_use <= cap, "{} over capacity", d.worker);
+                prop_assert!(!job_gpu || gpu, "constraint broken on {}", d.worker);
+                running.push((d.job, d.worker.clone(), job_slots));
+            }
+            if i % finish_every == 0 && !running.is_empty() {
+                let (job, w, slots) = running.remove(0);
+                s.job_finished(&job, None);
+                *used.entry(w).or_default() -= slots;
+            }
+        }
+    }
+}
+
+#[test]
+fn worker_specs_parse_and_refuse_garbage() {
+    let groups = parse_workers("8x1, 4x2,4x4:3").expect("valid");
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[2].slots, 3);
+    for bad in ["", "8", "0x1", "4x0", "4x-1", "axb", "4x1:0", "99999999x1"] {
+        assert!(parse_workers(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn simulation_is_deterministic_and_causal() {
+    let records = workload(300);
+    let workers = parse_workers("2x1,1x2,1x4").expect("valid");
+    let mut options = SimOptions::new(workers, Policy::Predictive);
+    options.load = Some(0.8);
+    options.retrain_every = 100;
+    let first = simulate(&records, &options).expect("runs");
+    let second = simulate(&records, &options).expect("runs");
+    assert_eq!(first, second);
+    assert!(first.trainings > 0);
+    // No record from the future: at each arrival the history holds exactly the
+    // jobs that had finished by then (in simulated time).
+    for outcome in &first.outcomes {
+        let finished = first
+            .outcomes
+            .iter()
+            .filter(|o| o.finish_ms <= outcome.submit_ms)
+            .count() as u64;
+        assert_eq!(outcome.history_at_arrival, finished);
+    }
+}
+
+#[test]
+fn oracle_is_never_worse_than_least_loaded() {
+    let records = workload(400);
+    let workers = parse_workers("4x1,2x2,2x4").expect("valid");
+    let mean = |policy| {
+        let mut options = SimOptions::new(workers.clone(), policy);
+        options.load = Some(0.9);
+        simulate(&records, &options)
+            .expect("runs")
+            .quality
+            .mean_jct_s
+    };
+    let (oracle, least) = (mean(Policy::Oracle), mean(Policy::LeastLoaded));
+    assert!(oracle <= least, "oracle {oracle} vs least-loaded {least}");
+}
