@@ -11,6 +11,8 @@
 //! When a test fails, the cluster's temp dir is kept (its path is printed) and the
 //! last lines of every process log are printed to stderr.
 
+pub mod audit;
+pub mod chaos;
 pub mod cluster;
 pub mod etcd;
 pub mod exposition;
@@ -23,6 +25,8 @@ pub mod process;
 pub mod prometheus;
 pub mod wait;
 
+pub use audit::{Audit, Figure};
+pub use chaos::{coordinator_index, coordinator_name, unix_now};
 pub use cluster::{Cluster, ClusterConfig};
 pub use jobs::{is_terminal, json_str, json_u64};
 pub use ledger::{Ledger, LedgerEntry};

@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod job;
 pub mod retry;
+pub mod schedule;
 pub mod run;
 pub mod spec;
 pub mod transition;

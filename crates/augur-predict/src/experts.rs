@@ -214,6 +214,23 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
     }
 }
 
+/// The candidate the gate scores highest (`weights[kind]` · gate features);
+/// ties go to the earlier (more specific) candidate. `None` only if `cands`
+/// is empty.
+pub fn select<'a>(weights: &[Vec<f64>], cands: &'a [Candidate]) -> Option<&'a Candidate> {
+    let mut best: Option<(&Candidate, f64)> = None;
+    for c in cands {
+        let Some(w) = weights.get(c.kind) else {
+            continue;
+        };
+        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,21 +262,4 @@ mod tests {
         weights[GLOBAL][0] = 1.0;
         assert_eq!(select(&weights, &cands).map(|c| c.kind), Some(GLOBAL));
     }
-}
-
-/// The candidate the gate scores highest (`weights[kind]` · gate features);
-/// ties go to the earlier (more specific) candidate. `None` only if `cands`
-/// is empty.
-pub fn select<'a>(weights: &[Vec<f64>], cands: &'a [Candidate]) -> Option<&'a Candidate> {
-    let mut best: Option<(&Candidate, f64)> = None;
-    for c in cands {
-        let Some(w) = weights.get(c.kind) else {
-            continue;
-        };
-        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
-        if best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
-        }
-    }
-    best.map(|(c, _)| c)
 }
