@@ -136,18 +136,25 @@ impl Cluster {
     /// same node id, ports and flags, and waits until its API answers.
     pub fn restart_coordinator(&mut self, name: &str) {
         let node = self.find_node(name);
-        assert!(node.killed, "restart_coordinator({name}): it is still running");
+        assert!(
+            node.killed,
+            "restart_coordinator({name}): it is still running"
+        );
         self.start_coordinator(coordinator_index(name));
         let index = coordinator_index(name);
-        poll_until(RESTART_TIMEOUT, format!("restarted {name} to serve"), || {
-            self.assert_processes_alive();
-            let out = self.cli_at(index, &["--output", "json", "cluster"]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-            }
-        });
+        poll_until(
+            RESTART_TIMEOUT,
+            format!("restarted {name} to serve"),
+            || {
+                self.assert_processes_alive();
+                let out = self.cli_at(index, &["--output", "json", "cluster"]);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            },
+        );
     }
 
     /// SIGKILLs etcd.
@@ -157,7 +164,10 @@ impl Cluster {
 
     /// Starts etcd again on its data dir and ports, and waits until it is healthy.
     pub fn restart_etcd(&mut self) {
-        assert!(self.find_node("etcd").killed, "restart_etcd: etcd is running");
+        assert!(
+            self.find_node("etcd").killed,
+            "restart_etcd: etcd is running"
+        );
         self.spawn_etcd();
         self.wait_etcd_healthy();
     }
@@ -174,7 +184,8 @@ impl Cluster {
             .collect()
     }
 
-    fn coordinator_count(&self) -> usize {
+    /// How many coordinators the cluster has (running or not).
+    pub fn coordinator_count(&self) -> usize {
         self.nodes
             .iter()
             .filter(|n| n.name.starts_with('c'))
@@ -211,10 +222,16 @@ impl Cluster {
     /// or the call failed).
     pub fn leader(&self) -> Option<String> {
         let status = self.json_any(&["cluster"]).ok()?;
-        status["leader"]
-            .as_str()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
+        leader_of(&status)
+    }
+
+    /// The leader's node id as coordinator `index` sees it (None if no leader or
+    /// the call failed). For use while the harness does not yet know which
+    /// coordinators answer (e.g. between a signal and the reaping of its target).
+    pub fn leader_via(&self, index: usize) -> Option<String> {
+        let out = self.cli_at(index, &["--output", "json", "cluster"]);
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        leader_of(&status)
     }
 
     /// Polls until the leader is a node that `accept`s; returns its id.
@@ -268,6 +285,13 @@ impl Cluster {
             .filter_map(|v| v["timestamp"].as_str().and_then(parse_rfc3339))
             .collect()
     }
+}
+
+fn leader_of(status: &Value) -> Option<String> {
+    status["leader"]
+        .as_str()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (what the JSON logs write) to Unix

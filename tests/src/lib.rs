@@ -24,6 +24,7 @@ pub mod otlp;
 pub mod process;
 pub mod prometheus;
 pub mod wait;
+pub mod workload;
 
 pub use audit::{Audit, Figure};
 pub use chaos::{coordinator_index, coordinator_name, unix_now};
@@ -32,3 +33,4 @@ pub use jobs::{is_terminal, json_str, json_u64};
 pub use ledger::{Ledger, LedgerEntry};
 pub use process::{pid_alive, shell_quote};
 pub use wait::{poll_every, poll_until};
+pub use workload::{ledger_script, SubmitCall, Submitter};

@@ -8,6 +8,10 @@
 
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/chaos.rs"]
+mod chaos;
+#[path = "e2e/chaos_split_brain.rs"]
+mod chaos_split_brain;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/drain.rs"]
@@ -18,6 +22,8 @@ mod lifecycle;
 mod load;
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/schedules.rs"]
+mod schedules;
 #[path = "e2e/traces.rs"]
 mod traces;
 #[path = "e2e/worker_failure.rs"]

@@ -19,8 +19,9 @@ pub const EXIT_FAILED: u8 = 10;
 pub const EXIT_TIMED_OUT: u8 = 11;
 pub const EXIT_CANCELLED: u8 = 12;
 
+/// What a job is: shared by `augur submit` and `augur schedule create`.
 #[derive(Args, Debug)]
-pub struct SubmitArgs {
+pub struct JobArgs {
     /// Job class name (default: the command's file name).
     #[arg(long)]
     name: Option<String>,
@@ -39,13 +40,10 @@ pub struct SubmitArgs {
     /// Cap of the retry backoff, e.g. "5m".
     #[arg(long)]
     max_backoff: Option<String>,
-    /// Submitting twice with one key yields one job.
-    #[arg(long)]
-    idempotency_key: Option<String>,
     /// Label k=v (repeatable).
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
-    /// Worker label the job requires, k=v (repeatable).
+    /// Worker label the job requires, k=v (repeatable); `node=ID` pins a worker.
     #[arg(long = "constraint", value_parser = parse_key_value)]
     constraints: Vec<(String, String)>,
     /// Environment variable K=V (repeatable).
@@ -60,12 +58,65 @@ pub struct SubmitArgs {
     /// A JSON or TOML job spec file; flags given too override its fields.
     #[arg(long)]
     file: Option<PathBuf>,
-    /// Wait for the job to end; exit 0 only if it succeeded (10 failed, 11 timed out, 12 cancelled).
-    #[arg(long)]
-    wait: bool,
     /// Command and arguments, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+impl JobArgs {
+    /// The spec these flags describe (validated by the server).
+    pub fn into_spec(self) -> anyhow::Result<JobSpecInput> {
+        let mut spec = match &self.file {
+            Some(path) => read_spec_file(path)?,
+            None => JobSpecInput::default(),
+        };
+        if let Some((command, rest)) = self.command.split_first() {
+            spec.command = command.clone();
+            spec.args = rest.to_vec();
+        } else if self.file.is_none() {
+            bail!("InvalidArgument: no command given; write it after `--`, e.g. `augur submit -- echo hello`");
+        }
+        if let Some(v) = self.name {
+            spec.name = v;
+        }
+        if let Some(v) = self.priority {
+            spec.priority = v;
+        }
+        if let Some(v) = self.timeout {
+            spec.timeout = v;
+        }
+        if let Some(v) = self.retries {
+            spec.retry.max_attempts = v.saturating_add(1);
+        }
+        if let Some(v) = self.backoff {
+            spec.retry.initial_backoff = v;
+        }
+        if let Some(v) = self.max_backoff {
+            spec.retry.max_backoff = v;
+        }
+        if let Some(v) = self.workdir {
+            spec.working_dir = v;
+        }
+        if let Some(v) = self.slots {
+            spec.resources.slots = v;
+        }
+        spec.labels.extend(self.labels);
+        spec.constraints.extend(self.constraints);
+        spec.env.extend(self.env);
+        Ok(spec)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Submitting twice with one key yields one job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait for the job to end; exit 0 only if it succeeded (10 failed, 11 timed out, 12 cancelled).
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Args, Debug)]
@@ -133,47 +184,10 @@ fn read_spec_file(path: &PathBuf) -> anyhow::Result<JobSpecInput> {
 }
 
 pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let mut spec = match &args.file {
-        Some(path) => read_spec_file(path)?,
-        None => JobSpecInput::default(),
-    };
-    if let Some((command, rest)) = args.command.split_first() {
-        spec.command = command.clone();
-        spec.args = rest.to_vec();
-    } else if args.file.is_none() {
-        bail!("InvalidArgument: no command given; write it after `--`, e.g. `augur submit -- echo hello`");
-    }
-    if let Some(v) = args.name {
-        spec.name = v;
-    }
-    if let Some(v) = args.priority {
-        spec.priority = v;
-    }
-    if let Some(v) = args.timeout {
-        spec.timeout = v;
-    }
-    if let Some(v) = args.retries {
-        spec.retry.max_attempts = v.saturating_add(1);
-    }
-    if let Some(v) = args.backoff {
-        spec.retry.initial_backoff = v;
-    }
-    if let Some(v) = args.max_backoff {
-        spec.retry.max_backoff = v;
-    }
+    let mut spec = args.job.into_spec()?;
     if let Some(v) = args.idempotency_key {
         spec.idempotency_key = v;
     }
-    if let Some(v) = args.workdir {
-        spec.working_dir = v;
-    }
-    if let Some(v) = args.slots {
-        spec.resources.slots = v;
-    }
-    spec.labels.extend(args.labels);
-    spec.constraints.extend(args.constraints);
-    spec.env.extend(args.env);
-
     let mut client = connect(endpoint).await?;
     let response = client
         .submit_job(pb::SubmitJobRequest {

@@ -6,7 +6,9 @@ mod client;
 mod dev;
 mod etcd;
 mod logging;
+mod placement;
 mod render;
+mod schedule;
 mod serve;
 
 use std::process::ExitCode;
@@ -62,12 +64,25 @@ enum Command {
     Cancel(client::GetArgs),
     /// List workers.
     Workers,
+    /// Periodic jobs: create, list, delete, pause, resume.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Stop new placements on a worker (its running jobs finish); --cancel undoes it.
     Drain(client::DrainArgs),
     /// Show the leader, its epoch and the workers.
     Cluster,
     /// Measure throughput and latency on a cluster of its own.
     Bench(bench::BenchArgs),
+    /// Recorded runs: `runs export` writes them as JSON lines.
+    #[command(subcommand)]
+    Runs(placement::RunsCommand),
+    /// Replay recorded runs (or an SWF trace) under every policy and predictor; --apply stores the winner.
+    Tune(placement::TuneArgs),
+    /// Show the runtime model in use: version, training time, runs, metrics.
+    Model(placement::ModelArgs),
+    /// Show or change the placement configuration.
+    #[command(subcommand)]
+    Placement(placement::PlacementCommand),
 }
 
 fn main() -> ExitCode {
@@ -108,7 +123,14 @@ fn main() -> ExitCode {
             Command::Cancel(args) => client::cancel(&cli.endpoint, cli.output, args).await,
             Command::Workers => client::workers(&cli.endpoint, cli.output).await,
             Command::Drain(args) => client::drain(&cli.endpoint, cli.output, args).await,
+            Command::Schedule(command) => schedule::run(&cli.endpoint, cli.output, command).await,
             Command::Cluster => client::cluster(&cli.endpoint, cli.output).await,
+            Command::Runs(command) => placement::runs(&cli.endpoint, command).await,
+            Command::Tune(args) => placement::tune_runs(&cli.endpoint, cli.output, args).await,
+            Command::Model(args) => placement::model(&cli.endpoint, cli.output, args).await,
+            Command::Placement(command) => {
+                placement::placement(&cli.endpoint, cli.output, command).await
+            }
         }
     });
     match result {
@@ -117,5 +139,15 @@ fn main() -> ExitCode {
             eprintln!("error: {}", client::describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

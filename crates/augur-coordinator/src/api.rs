@@ -316,6 +316,57 @@ impl JobService for Api {
         Ok(Response::new(pb::DrainWorkerResponse { worker }))
     }
 
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        self.shared.metrics.api("schedule");
+        let who = caller(&request);
+        let request = request.into_inner();
+        let name = request.name.clone();
+        let result = crate::schedule_api::create(&self.shared.schedules, request).await;
+        info!(audit = true, caller = %who, action = "schedule_create", schedule = %name,
+              result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
+        result.map(Response::new)
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        self.shared.metrics.api("schedule");
+        crate::schedule_api::list(&self.shared.schedules)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        self.shared.metrics.api("schedule");
+        let who = caller(&request);
+        let name = request.into_inner().name;
+        let result = crate::schedule_api::delete(&self.shared.schedules, &name).await;
+        info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
+              result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
+        result.map(Response::new)
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        self.shared.metrics.api("schedule");
+        let who = caller(&request);
+        let request = request.into_inner();
+        let result =
+            crate::schedule_api::pause(&self.shared.schedules, &request.name, request.paused).await;
+        info!(audit = true, caller = %who, action = if request.paused { "schedule_pause" } else { "schedule_resume" },
+              schedule = %request.name, result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
+        result.map(Response::new)
+    }
+
     async fn cluster_status(
         &self,
         request: Request<pb::ClusterStatusRequest>,

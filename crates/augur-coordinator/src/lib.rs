@@ -6,6 +6,8 @@ mod api;
 mod breaker;
 pub mod convert;
 pub mod leader;
+mod placement_api;
+mod schedule_api;
 mod stream;
 
 use std::net::SocketAddr;
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     pub jobs: JobStore,
     pub registry: WorkerRegistry,
     pub leadership: Leadership,
+    pub schedules: augur_store::ScheduleStore,
     pub leader: watch::Sender<Option<LeaderHandle>>,
     pub next_conn: AtomicU64,
     pub metrics: Arc<CoordinatorMetrics>,
@@ -135,6 +138,7 @@ pub async fn run_on(
         jobs: JobStore::new(client.clone(), keys.clone(), limits),
         registry: WorkerRegistry::new(client.clone(), keys.clone()),
         leadership: Leadership::new(client.clone(), keys.clone()),
+        schedules: augur_store::ScheduleStore::new(client.clone(), keys.clone()),
         leader: watch::channel(None).0,
         next_conn: AtomicU64::new(1),
         metrics,
@@ -156,6 +160,11 @@ pub async fn run_on(
         .add_service(WorkerServiceServer::new(stream::Streams {
             shared: shared.clone(),
         }))
+        .add_service(
+            augur_proto::v1::placement_service_server::PlacementServiceServer::new(
+                placement_api::PlacementApi::new(shared.clone(), &client, &config),
+            ),
+        )
         .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
     let server = tokio::spawn(server);
     info!(node_id = %config.node_id, listen = %config.listen, advertise = %config.advertise, "coordinator serving");
@@ -229,6 +238,7 @@ async fn term(
         fence.clone(),
         shared.jobs.clone(),
         shared.registry.clone(),
+        shared.schedules.clone(),
         demote.clone(),
         move |handle| {
             shared_for_ready.leader.send_replace(Some(handle));

@@ -7,8 +7,8 @@
 pub mod ids;
 pub mod job;
 pub mod retry;
-pub mod schedule;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod transition;
 pub mod worker;

@@ -73,10 +73,12 @@ impl Cron {
                 })
             }
         };
-        cron::Schedule::from_str(&full).map(Cron).map_err(|e| ValidationError {
-            field: "cron".into(),
-            reason: format!("{text:?} is not a cron expression: {e}"),
-        })
+        cron::Schedule::from_str(&full)
+            .map(Cron)
+            .map_err(|e| ValidationError {
+                field: "cron".into(),
+                reason: format!("{text:?} is not a cron expression: {e}"),
+            })
     }
 
     /// The first tick strictly after `after_ms`.

@@ -8,6 +8,9 @@
 //! {prefix}/index/pending/{job_id}            PendingEntry (priority, not_before)
 //! {prefix}/index/finished/{ms:020}/{job_id}  FinishedEntry, for retention in age order
 //! {prefix}/idempotency/{key}                 job id
+//! {prefix}/runs/{ms:020}/{job_id}/{attempt} RunRecord, in finish order, retention bounded
+//! {prefix}/model/current                    StoredModel: the current runtime model
+//! {prefix}/config/placement                 placement configuration (JSON)
 //! ```
 
 use augur_core::{JobId, WorkerId};
@@ -76,8 +79,41 @@ impl Keys {
         )
     }
 
+    pub fn schedules_prefix(&self) -> String {
+        format!("{}/schedules/", self.prefix)
+    }
+
+    /// A schedule's key; names are validated to `[A-Za-z0-9._-]`.
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}{name}", self.schedules_prefix())
+    }
+
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}/idempotency/{key}", self.prefix)
+    }
+
+    pub fn runs_prefix(&self) -> String {
+        format!("{}/runs/", self.prefix)
+    }
+
+    /// The first history key of runs that finished at or after `finished_at_ms`.
+    pub fn runs_since(&self, finished_at_ms: i64) -> String {
+        format!("{}{:020}", self.runs_prefix(), finished_at_ms.max(0))
+    }
+
+    /// A run's history key. Job ids of imported runs are free text, so `%` and
+    /// `/` in them are escaped to keep the key's segments.
+    pub fn run(&self, finished_at_ms: i64, job_id: &str, attempt: u32) -> String {
+        let job_id = job_id.replace('%', "%25").replace('/', "%2F");
+        format!("{}/{job_id}/{attempt}", self.runs_since(finished_at_ms))
+    }
+
+    pub fn model_current(&self) -> String {
+        format!("{}/model/current", self.prefix)
+    }
+
+    pub fn placement_config(&self) -> String {
+        format!("{}/config/placement", self.prefix)
     }
 
     /// The job id at the end of a `jobs/` or `index/*/` key.
@@ -119,5 +155,22 @@ mod tests {
         let w = WorkerId::new("w-1").unwrap();
         assert_eq!(keys.worker_id_of(&keys.worker(&w)), Some(w));
         assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
+    }
+
+    #[test]
+    fn run_keys_sort_by_finish_time_and_keep_their_segments() {
+        let keys = Keys::new("/augur");
+        assert_eq!(
+            keys.run(42, "01J0", 2),
+            "/augur/runs/00000000000000000042/01J0/2"
+        );
+        assert!(keys.run(9, "z", 1) < keys.run(10, "a", 1));
+        assert!(keys.run(10, "a", 1) >= keys.runs_since(10));
+        assert_eq!(
+            keys.run(-5, "a/b%", 1),
+            "/augur/runs/00000000000000000000/a%2Fb%25/1"
+        );
+        assert_eq!(keys.model_current(), "/augur/model/current");
+        assert_eq!(keys.placement_config(), "/augur/config/placement");
     }
 }

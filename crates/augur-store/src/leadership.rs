@@ -34,6 +34,11 @@ impl Fence {
         self.epoch
     }
 
+    /// The election key this fence guards on.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// The etcd comparison that holds only while this leadership lasts.
     pub fn guard(&self) -> Compare {
         Compare::create_revision(self.key.clone(), CompareOp::Equal, self.epoch)

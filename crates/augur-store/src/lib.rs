@@ -11,6 +11,10 @@ pub mod jobs;
 pub mod keys;
 pub mod leadership;
 pub mod lease;
+pub mod model;
+pub mod placement_config;
+pub mod runs;
+pub mod schedules;
 pub mod workers;
 
 use std::time::Duration;
@@ -20,6 +24,12 @@ pub use jobs::{CreateOutcome, JobPage, JobStore, StoreLimits};
 pub use keys::Keys;
 pub use leadership::{Fence, LeaderInfo, Leadership};
 pub use lease::LeaseHandle;
+pub use model::{ModelStore, StoredModel, STORED_MODEL_VERSION};
+pub use placement_config::{
+    PlacementConfigChange, PlacementConfigStore, PlacementConfigWatch, StoredPlacementConfig,
+};
+pub use runs::RunHistory;
+pub use schedules::{ScheduleStore, StoredSchedule, Written};
 pub use workers::{WorkerEvent, WorkerRegistry};
 
 /// Errors of the store. `is_retryable` tells callers whether trying again may help.

@@ -410,7 +410,7 @@ pub const JOB_OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancel
 /// etcd operations timed by coordinators.
 pub const ETCD_OPERATIONS: [&str; 5] = ["create", "get", "list", "commit", "load_active"];
 /// API operations counted by coordinators.
-pub const API_OPERATIONS: [&str; 7] = [
+pub const API_OPERATIONS: [&str; 8] = [
     "submit",
     "get",
     "list",
@@ -418,6 +418,7 @@ pub const API_OPERATIONS: [&str; 7] = [
     "list_workers",
     "cluster_status",
     "drain",
+    "schedule",
 ];
 
 impl CoordinatorMetrics {

@@ -433,6 +433,15 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                     extra_env.push((var.to_string(), value.clone()));
                 }
             }
+            // A scheduled job learns which schedule and tick it runs for.
+            for (label, var) in [
+                ("augur.schedule", "AUGUR_SCHEDULE"),
+                ("augur.schedule_tick_ms", "AUGUR_SCHEDULED_AT_MS"),
+            ] {
+                if let Some(value) = spec.labels.get(label) {
+                    extra_env.push((var.to_string(), value.clone()));
+                }
+            }
             let (trace_id, span_id) = context::ids(&carrier);
             let request = ExecRequest {
                 job_id,

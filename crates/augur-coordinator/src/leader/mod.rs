@@ -10,6 +10,7 @@
 mod brain;
 mod observe;
 pub mod placement;
+mod schedules;
 pub(crate) mod writer;
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub(crate) async fn run(
     fence: Fence,
     jobs: JobStore,
     registry: WorkerRegistry,
+    schedule_store: augur_store::ScheduleStore,
     demote: CancellationToken,
     on_ready: impl FnOnce(LeaderHandle),
 ) -> Result<(), augur_store::StoreError> {
@@ -174,6 +176,17 @@ pub(crate) async fn run(
         .instrument(tracing::info_span!("retention")),
     );
 
+    let schedule_task = tokio::spawn(
+        schedules::run(
+            schedule_store,
+            jobs.clone(),
+            fence.clone(),
+            tx.clone(),
+            demote.clone(),
+        )
+        .instrument(tracing::info_span!("schedules")),
+    );
+
     on_ready(LeaderHandle {
         tx: tx.clone(),
         epoch: fence.epoch(),
@@ -190,7 +203,7 @@ pub(crate) async fn run(
     );
     brain.run(rx, demote.clone()).await;
     demote.cancel();
-    for task in [watches, janitor, writer_task] {
+    for task in [watches, janitor, writer_task, schedule_task] {
         if let Err(e) = task.await {
             warn!(error = %e, "leader task ended abnormally");
         }

@@ -1,0 +1,142 @@
+//! The schedule calls of the `JobService`: validation and CRUD against etcd.
+//! Any coordinator serves them; only the leader fires ticks (`leader::schedules`).
+
+use augur_core::now_ms;
+use augur_core::schedule::{validate_name, Cron, MissedTicks, ScheduleRecord, SCHEDULE_VERSION};
+use augur_proto::v1 as pb;
+use augur_store::{ScheduleStore, StoredSchedule, Written};
+use tonic::Status;
+
+use crate::convert::{spec_input, spec_to_pb, store_status};
+
+fn missed_name(m: MissedTicks) -> &'static str {
+    match m {
+        MissedTicks::FireOnce => "fire-once",
+        MissedTicks::Skip => "skip",
+    }
+}
+
+/// The wire form of a stored schedule, with its next tick.
+pub fn schedule_to_pb(s: &StoredSchedule) -> pb::Schedule {
+    let r = &s.record;
+    let next = if r.paused {
+        0
+    } else {
+        Cron::parse(&r.cron)
+            .ok()
+            .and_then(|c| c.next_after(now_ms().max(r.last_tick_ms.unwrap_or(0))))
+            .unwrap_or(0)
+    };
+    pb::Schedule {
+        name: r.name.clone(),
+        cron: r.cron.clone(),
+        spec: Some(spec_to_pb(&r.spec)),
+        paused: r.paused,
+        missed: missed_name(r.missed).to_string(),
+        created_at_ms: r.created_at_ms,
+        last_tick_ms: r.last_tick_ms.unwrap_or(0),
+        next_tick_ms: next,
+    }
+}
+
+fn invalid(e: augur_core::ValidationError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+pub async fn create(
+    store: &ScheduleStore,
+    request: pb::CreateScheduleRequest,
+) -> Result<pb::Schedule, Status> {
+    validate_name(&request.name).map_err(invalid)?;
+    Cron::parse(&request.cron).map_err(invalid)?;
+    let missed = if request.missed.is_empty() {
+        MissedTicks::FireOnce
+    } else {
+        request.missed.parse().map_err(invalid)?
+    };
+    let spec = request
+        .spec
+        .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+    let spec = spec_input(spec).validate().map_err(invalid)?;
+    if spec.idempotency_key.is_some() {
+        return Err(Status::invalid_argument(
+            "spec.idempotency_key: a schedule sets one per tick itself; leave it empty",
+        ));
+    }
+    let record = ScheduleRecord {
+        v: SCHEDULE_VERSION,
+        name: request.name.clone(),
+        cron: request.cron,
+        spec,
+        paused: false,
+        missed,
+        created_at_ms: now_ms(),
+        last_tick_ms: None,
+    };
+    match store.create(&record).await.map_err(store_status)? {
+        Written::Done => {}
+        Written::Conflict => {
+            return Err(Status::already_exists(format!(
+                "a schedule named {} exists",
+                request.name
+            )))
+        }
+    }
+    let stored = store
+        .get(&request.name)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::unavailable("schedule vanished right after its creation; retry"))?;
+    Ok(schedule_to_pb(&stored))
+}
+
+pub async fn list(store: &ScheduleStore) -> Result<pb::ListSchedulesResponse, Status> {
+    let schedules = store.list().await.map_err(store_status)?;
+    Ok(pb::ListSchedulesResponse {
+        schedules: schedules.iter().map(schedule_to_pb).collect(),
+    })
+}
+
+pub async fn delete(
+    store: &ScheduleStore,
+    name: &str,
+) -> Result<pb::DeleteScheduleResponse, Status> {
+    validate_name(name).map_err(invalid)?;
+    if store.delete(name).await.map_err(store_status)? {
+        Ok(pb::DeleteScheduleResponse {})
+    } else {
+        Err(Status::not_found(format!("no schedule named {name}")))
+    }
+}
+
+pub async fn pause(
+    store: &ScheduleStore,
+    name: &str,
+    paused: bool,
+) -> Result<pb::Schedule, Status> {
+    validate_name(name).map_err(invalid)?;
+    loop {
+        let Some(mut stored) = store.get(name).await.map_err(store_status)? else {
+            return Err(Status::not_found(format!("no schedule named {name}")));
+        };
+        stored.record.paused = paused;
+        if !paused {
+            // Resuming does not fire the ticks that passed while paused.
+            stored.record.last_tick_ms =
+                Some(now_ms().max(stored.record.last_tick_ms.unwrap_or(0)));
+        }
+        if store
+            .replace(&stored.record, stored.mod_revision)
+            .await
+            .map_err(store_status)?
+            == Written::Done
+        {
+            let fresh = store
+                .get(name)
+                .await
+                .map_err(store_status)?
+                .unwrap_or(stored);
+            return Ok(schedule_to_pb(&fresh));
+        }
+    }
+}

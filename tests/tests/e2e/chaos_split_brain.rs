@@ -1,0 +1,199 @@
+//! Chaos: two coordinators that could both believe they lead. A leader frozen
+//! (SIGSTOP) past its lease wakes up after another took over: its writes fail
+//! the fence and it steps down without dispatching anything. And a rolling
+//! restart of every coordinator under a steady submission load loses and
+//! duplicates nothing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use augur_e2e::{
+    coordinator_index, coordinator_name, ledger_script, poll_until, unix_now, Audit, Cluster,
+    ClusterConfig, Ledger, Submitter,
+};
+
+const LEASE_TTL: &str = "2s";
+/// How long the old leader stays frozen: well past its lease TTL, and long
+/// enough for the new leader to reconcile (TTL + 2 s at most) and dispatch.
+const FROZEN: Duration = Duration::from_secs(8);
+const JOB_SECONDS: f64 = 0.5;
+/// Jobs per batch (a batch fills the workers' 12 slots).
+const BATCH: usize = 12;
+/// Jobs submitted during the rolling restart, one every `SUBMIT_EVERY`.
+const ROLLING_JOBS: usize = 150;
+const SUBMIT_EVERY: Duration = Duration::from_millis(100);
+/// A bound on "stuck", not on speed.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn chaos_cluster() -> Cluster {
+    Cluster::start(ClusterConfig {
+        coordinators: 3,
+        workers: 3,
+        worker_slots: 4,
+        lease_ttl: LEASE_TTL,
+        ..ClusterConfig::default()
+    })
+}
+
+/// Submits a batch of ledger jobs through coordinator `via`; returns their ids.
+fn batch(cluster: &Cluster, via: usize, script: &str, name: &str) -> Vec<String> {
+    (0..BATCH)
+        .map(|_| cluster.submit_via(via, &["--name", name, "--", "sh", "-c", script]))
+        .collect()
+}
+
+fn wait_started(ledger: &Ledger, ids: &[String], what: &str) {
+    poll_until(DEADLINE, what, || {
+        let runs = ledger.by_job();
+        let waiting = ids.iter().filter(|id| !runs.contains_key(*id)).count();
+        if waiting == 0 {
+            Ok(())
+        } else {
+            Err(format!("{waiting} of {} not started", ids.len()))
+        }
+    });
+}
+
+#[test]
+fn chaos_frozen_leader_is_fenced_when_it_wakes() {
+    let mut cluster = chaos_cluster();
+    let ledger = Ledger::new(cluster.path("ledger"));
+    let script = ledger_script(&ledger, JOB_SECONDS);
+    let old = cluster.wait_leader(DEADLINE, "elected", |_| true);
+    let old_index = coordinator_index(&old);
+    let via = (old_index + 1) % 3;
+
+    let mut ids = batch(&cluster, via, &script, "before-freeze");
+    wait_started(
+        &ledger,
+        &ids[BATCH - 1..],
+        "the last job before the freeze to start",
+    );
+    let frozen_at = unix_now();
+    cluster.stop_node(&old);
+
+    let new = cluster.wait_leader(DEADLINE, "not the frozen one", |l| l != old);
+    let during = batch(&cluster, via, &script, "during-freeze");
+    wait_started(
+        &ledger,
+        &during,
+        "the new leader to dispatch during the freeze",
+    );
+    ids.extend(during);
+    let dispatched_after = ledger
+        .entries()
+        .iter()
+        .map(|e| e.at - frozen_at)
+        .filter(|t| *t > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "figure: {old} frozen; {new} leads; first job started {dispatched_after:.2}s after the freeze"
+    );
+    // Frozen for well past its lease, whatever the above took.
+    let frozen_for = Duration::from_secs_f64(unix_now() - frozen_at);
+    thread::sleep(FROZEN.saturating_sub(frozen_for));
+
+    let woke_at = unix_now();
+    cluster.cont_node(&old);
+    // It must notice, on its own, that it no longer leads.
+    poll_until(
+        DEADLINE,
+        format!("{old} to log that its leadership ended"),
+        || {
+            let ended = cluster
+                .log_times(&old, "leadership ended")
+                .into_iter()
+                .any(|t| t >= frozen_at);
+            if ended {
+                Ok(())
+            } else {
+                Err("no `leadership ended` line since the freeze".to_string())
+            }
+        },
+    );
+    let stepped_down = cluster
+        .log_lines(&old)
+        .into_iter()
+        .filter(|line| line.contains("stepping down") || line.contains("fencing guard failed"))
+        .collect::<Vec<_>>();
+    eprintln!(
+        "{old} woke after {:.1}s frozen and stepped down: {stepped_down:?}",
+        woke_at - frozen_at
+    );
+    poll_until(
+        DEADLINE,
+        format!("{old} to see {new} as the leader"),
+        || match cluster.leader_via(old_index) {
+            Some(leader) if leader == new => Ok(()),
+            other => Err(format!("{old} says the leader is {other:?}")),
+        },
+    );
+    // The woken coordinator serves as a follower: submissions through it run.
+    let after = batch(&cluster, old_index, &script, "after-wake");
+    wait_started(
+        &ledger,
+        &after,
+        "jobs submitted through the woken coordinator",
+    );
+    ids.extend(after);
+
+    let ids: BTreeSet<String> = ids.into_iter().collect();
+    let audit = Audit::collect(&cluster, &ids, &ledger, DEADLINE);
+    eprintln!("audit: {}", audit.summary());
+    audit.assert_all_succeeded();
+    audit.assert_no_attempt_twice();
+    audit.assert_ran_once_unless(|_| false);
+    assert_eq!(
+        cluster.leader().as_deref(),
+        Some(new.as_str()),
+        "leadership moved again after {old} woke"
+    );
+}
+
+#[test]
+fn chaos_rolling_restart_of_every_coordinator_under_load() {
+    let mut cluster = chaos_cluster();
+    let ledger = Ledger::new(cluster.path("ledger"));
+    let script = ledger_script(&ledger, JOB_SECONDS);
+    let submitter = Submitter::new(&cluster);
+    let done = AtomicBool::new(false);
+
+    let ids = thread::scope(|scope| {
+        // Submits steadily, each job under an idempotency key so that retrying
+        // it on another coordinator (its own went down) never makes a second job.
+        let load = scope.spawn(|| {
+            let mut ids = Vec::new();
+            for i in 0..ROLLING_JOBS {
+                if done.load(Ordering::SeqCst) && i >= ROLLING_JOBS / 2 {
+                    break;
+                }
+                let key = format!("rolling-{i}");
+                let args = ["--name", "rolling", "--", "sh", "-c", &script];
+                ids.push(submitter.submit_anywhere(i % 3, &key, &args, DEADLINE));
+                thread::sleep(SUBMIT_EVERY);
+            }
+            ids
+        });
+        for index in 0..3 {
+            let name = coordinator_name(index);
+            let was_leader = cluster.leader().as_deref() == Some(name.as_str());
+            let status = cluster.terminate_node(&name, Duration::from_secs(30));
+            assert!(status.success(), "{name} exited {status} on SIGTERM");
+            cluster.restart_coordinator(&name);
+            cluster.wait_ready(DEADLINE);
+            eprintln!("rolling restart: {name} (leader: {was_leader}) restarted");
+        }
+        done.store(true, Ordering::SeqCst);
+        load.join().expect("the load thread panicked")
+    });
+
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique.len(), ids.len(), "two keys yielded one job: {ids:?}");
+    let audit = Audit::collect(&cluster, &unique, &ledger, DEADLINE);
+    eprintln!("audit: {}", audit.summary());
+    audit.assert_all_succeeded();
+    audit.assert_no_attempt_twice();
+    audit.assert_ran_once_unless(|_| false);
+}
