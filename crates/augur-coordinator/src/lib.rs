@@ -236,9 +236,11 @@ async fn term(
         settings.clone(),
         shared.metrics.clone(),
         fence.clone(),
-        shared.jobs.clone(),
-        shared.registry.clone(),
-        shared.schedules.clone(),
+        leader::Stores {
+            jobs: shared.jobs.clone(),
+            registry: shared.registry.clone(),
+            schedules: shared.schedules.clone(),
+        },
         demote.clone(),
         move |handle| {
             shared_for_ready.leader.send_replace(Some(handle));

@@ -102,18 +102,29 @@ impl LeaderHandle {
     }
 }
 
+/// The stores a leader works with.
+#[derive(Clone)]
+pub(crate) struct Stores {
+    pub jobs: JobStore,
+    pub registry: WorkerRegistry,
+    pub schedules: augur_store::ScheduleStore,
+}
+
 /// Runs the leader until `demote` fires. Calls `on_ready` with the handle once
 /// state is loaded.
 pub(crate) async fn run(
     settings: Arc<LeaderSettings>,
     metrics: Arc<CoordinatorMetrics>,
     fence: Fence,
-    jobs: JobStore,
-    registry: WorkerRegistry,
-    schedule_store: augur_store::ScheduleStore,
+    stores: Stores,
     demote: CancellationToken,
     on_ready: impl FnOnce(LeaderHandle),
 ) -> Result<(), augur_store::StoreError> {
+    let Stores {
+        jobs,
+        registry,
+        schedules: schedule_store,
+    } = stores;
     let loading = std::time::Instant::now();
     let (active, jobs_rev) = jobs.load_active().await?;
     metrics.etcd("load_active", loading.elapsed().as_secs_f64());
