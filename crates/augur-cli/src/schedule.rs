@@ -12,7 +12,7 @@ use crate::Output;
 #[derive(Subcommand, Debug)]
 pub enum ScheduleCommand {
     /// Create a schedule: NAME --cron EXPR [job flags] -- CMD [ARGS...].
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List schedules with their last and next ticks.
     List,
     /// Delete a schedule (jobs it already started are not affected).
@@ -87,6 +87,7 @@ pub async fn run(
     let mut client = connect(endpoint).await?;
     match command {
         ScheduleCommand::Create(args) => {
+            let args = *args;
             let spec = args.job.into_spec()?;
             let created = client
                 .create_schedule(pb::CreateScheduleRequest {
