@@ -6,7 +6,8 @@
 //! group (as [`Cluster::kill_worker`] does). Job processes run in process groups of
 //! their own, so they outlive a killed or stopped worker, as on a real crash.
 
-use std::process::{ExitStatus, Output};
+use std::io::Read;
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,63 @@ pub fn coordinator_index(name: &str) -> usize {
 /// The coordinator name of `index` (0 is `c1`).
 pub fn coordinator_name(index: usize) -> String {
     format!("c{}", index + 1)
+}
+
+/// Runs a short command, capturing its output; Err (after killing it) if it has
+/// not exited within `bound`. Unlike [`crate::process::run_with_timeout`] a hang
+/// is an outcome the caller asserts on, not a panic.
+pub fn run_bounded(command: &mut Command, bound: Duration) -> Result<Output, String> {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buffer = Vec::new();
+            if let Some(mut pipe) = pipe {
+                // A read error only truncates what is shown.
+                let _ = pipe.read_to_end(&mut buffer);
+            }
+            buffer
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + bound;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!("{description} did not return within {bound:?}")),
+    }
 }
 
 fn send(pid: u32, signal: i32, name: &str) {
@@ -265,6 +323,38 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         id
+    }
+
+    /// `augur --endpoint <coordinator index> <args>`, Err if it hangs past `bound`.
+    pub fn cli_within(
+        &self,
+        index: usize,
+        args: &[&str],
+        bound: Duration,
+    ) -> Result<Output, String> {
+        run_bounded(
+            Command::new(self.augur_bin())
+                .env_remove("AUGUR_ENDPOINT")
+                .args(["--endpoint", &self.api_url(index)])
+                .args(args),
+            bound,
+        )
+    }
+
+    /// The leader according to etcd itself: the node id in the oldest key under
+    /// the election prefix (what the Election API calls the leader).
+    pub fn election_leader(&self) -> Option<String> {
+        let out = self.etcdctl(&[
+            "get",
+            "/augur/election",
+            "--prefix",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "--limit=1",
+            "--print-value-only",
+        ]);
+        let value: Value = serde_json::from_slice(&out.stdout).ok()?;
+        value["node_id"].as_str().map(str::to_string)
     }
 
     /// Log lines of node `name` (JSON lines, as the processes write them).

@@ -7,10 +7,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::chaos::run_bounded;
 use crate::cluster::Cluster;
 use crate::exposition::{scrape, Exposition};
 use crate::ledger::Ledger;
-use crate::process::run_with_timeout;
 
 /// How long one `augur submit` may take before the test fails as hung. The
 /// circuit breaker should answer long before: this is a liveness bound only.
@@ -26,7 +26,7 @@ pub fn ledger_script(ledger: &Ledger, sleep_seconds: f64) -> String {
 pub struct SubmitCall {
     /// The job id, or the CLI's exit status and stderr.
     pub result: Result<String, String>,
-    /// Exit code of the CLI (None if killed by a signal).
+    /// Exit code of the CLI (None if it hung and was killed).
     pub code: Option<i32>,
     pub started: Instant,
     pub elapsed: Duration,
@@ -50,10 +50,11 @@ impl Submitter {
         }
     }
 
-    /// One `augur submit <args>` through coordinator `index`.
+    /// One `augur submit <args>` through coordinator `index`. A call that has not
+    /// returned after [`SUBMIT_TIMEOUT`] is killed and reported as an error.
     pub fn submit_at(&self, index: usize, args: &[&str]) -> SubmitCall {
         let started = Instant::now();
-        let out = run_with_timeout(
+        let out = run_bounded(
             Command::new(&self.augur)
                 .env_remove("AUGUR_ENDPOINT")
                 .args(["--endpoint", &self.endpoints[index], "submit"])
@@ -61,19 +62,25 @@ impl Submitter {
             SUBMIT_TIMEOUT,
         );
         let elapsed = started.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let result = if out.status.success() && stdout.len() == 26 {
-            Ok(stdout)
-        } else {
-            Err(format!(
-                "exit {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+        let (result, code) = match out {
+            Ok(out) => {
+                let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let result = if out.status.success() && stdout.len() == 26 {
+                    Ok(stdout)
+                } else {
+                    Err(format!(
+                        "exit {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                };
+                (result, out.status.code())
+            }
+            Err(hung) => (Err(hung), None),
         };
         SubmitCall {
             result,
-            code: out.status.code(),
+            code,
             started,
             elapsed,
         }

@@ -10,8 +10,12 @@
 mod bad_input;
 #[path = "e2e/chaos.rs"]
 mod chaos;
+#[path = "e2e/chaos_etcd.rs"]
+mod chaos_etcd;
 #[path = "e2e/chaos_split_brain.rs"]
 mod chaos_split_brain;
+#[path = "e2e/chaos_worker.rs"]
+mod chaos_worker;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/drain.rs"]
@@ -22,6 +26,10 @@ mod lifecycle;
 mod load;
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/placement_cli.rs"]
+mod placement_cli;
+#[path = "e2e/placement_store.rs"]
+mod placement_store;
 #[path = "e2e/schedules.rs"]
 mod schedules;
 #[path = "e2e/traces.rs"]

@@ -264,6 +264,35 @@ where
         );
     }
 
+    /// A job already running on `worker` since `started_ms` (a new leader
+    /// taking over running work). Counted against the worker's slots at once.
+    pub fn job_running(&mut self, key: K, request: JobRequest, worker: W, started_ms: i64) {
+        self.job_removed(&key);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (estimate_s, prediction) = self.estimate(&request);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.used += request.slots;
+            w.running.push(key.clone());
+        }
+        self.jobs.insert(
+            key,
+            JobEntry {
+                request,
+                estimate_s,
+                prediction,
+                arrived_ms: started_ms,
+                seq,
+                state: JobState::Running { worker, started_ms },
+            },
+        );
+    }
+
+    /// The prediction a job was placed with, if any.
+    pub fn prediction(&self, key: &K) -> Option<&Prediction> {
+        self.jobs.get(key)?.prediction.as_ref()
+    }
+
     /// A job ended on its worker. Frees its slots; `run`, if given, is the
     /// finished run's record and joins the predictor's history now.
     pub fn job_finished(&mut self, key: &K, run: Option<&RunRecord>) {

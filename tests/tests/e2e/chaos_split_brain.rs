@@ -24,6 +24,12 @@ const BATCH: usize = 12;
 /// Jobs submitted during the rolling restart, one every `SUBMIT_EVERY`.
 const ROLLING_JOBS: usize = 150;
 const SUBMIT_EVERY: Duration = Duration::from_millis(100);
+/// How long a CLI call may take while a coordinator is frozen: a liveness
+/// bound (the call must not hang), not a speed assertion.
+const CLI_BOUND: Duration = Duration::from_secs(15);
+/// From etcd naming a new leader to its first dispatch: its reconciliation
+/// grace (TTL + 2 s) plus ample slack. Beyond this, it is not dispatching.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
 /// A bound on "stuck", not on speed.
 const DEADLINE: Duration = Duration::from_secs(180);
 
@@ -44,8 +50,8 @@ fn batch(cluster: &Cluster, via: usize, script: &str, name: &str) -> Vec<String>
         .collect()
 }
 
-fn wait_started(ledger: &Ledger, ids: &[String], what: &str) {
-    poll_until(DEADLINE, what, || {
+fn wait_started(ledger: &Ledger, ids: &[String], deadline: Duration, what: &str) {
+    poll_until(deadline, what, || {
         let runs = ledger.by_job();
         let waiting = ids.iter().filter(|id| !runs.contains_key(*id)).count();
         if waiting == 0 {
@@ -69,17 +75,34 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
     wait_started(
         &ledger,
         &ids[BATCH - 1..],
+        DEADLINE,
         "the last job before the freeze to start",
     );
     let frozen_at = unix_now();
     cluster.stop_node(&old);
 
-    let new = cluster.wait_leader(DEADLINE, "not the frozen one", |l| l != old);
+    // While etcd still names the frozen leader, a follower must still answer
+    // (what it forwards to the leader needs a deadline). A liveness bound.
+    let answer = cluster.cli_within(via, &["--output", "json", "cluster"], CLI_BOUND);
+    assert!(
+        answer.is_ok(),
+        "`augur cluster` through follower {} hung while leader {old} was frozen: {answer:?}",
+        coordinator_name(via)
+    );
+    let new = poll_until(
+        DEADLINE,
+        "etcd to name a leader other than the frozen one",
+        || match cluster.election_leader() {
+            Some(leader) if leader != old => Ok(leader),
+            other => Err(format!("election leader {other:?}")),
+        },
+    );
     let during = batch(&cluster, via, &script, "during-freeze");
     wait_started(
         &ledger,
         &during,
-        "the new leader to dispatch during the freeze",
+        TAKEOVER_BOUND,
+        "the new leader to dispatch while the old one is frozen",
     );
     ids.extend(during);
     let dispatched_after = ledger
@@ -135,6 +158,7 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
     wait_started(
         &ledger,
         &after,
+        DEADLINE,
         "jobs submitted through the woken coordinator",
     );
     ids.extend(after);

@@ -95,7 +95,10 @@ fn one_trace_follows_a_job_from_submit_into_its_process() {
         assert_eq!(attr(span, "augur.job.id"), id, "{phase}");
     }
     let place = one(&spans, "job.place");
-    assert_eq!(attr(place, "augur.placement.policy"), "least-loaded");
+    // The default policy is predictive; with no history yet it falls back to
+    // least-loaded and says so in the span.
+    assert_eq!(attr(place, "augur.placement.policy"), "predictive");
+    assert!(!attr(place, "augur.placement.fallback").is_empty());
     assert_eq!(
         attr(place, "augur.placement.chosen"),
         json_str(&job, "worker_id")

@@ -3,11 +3,12 @@
 //! in batches and dispatches once per batch.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_core::{apply, now_ms, Event, JobId, JobRecord, JobState, WorkerId, WorkerInfo};
+use augur_placement::Scheduler;
 use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as Out;
 use augur_proto::v1::worker_message::Kind as In;
@@ -19,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use super::dispatch::{job_request, worker_spec};
 use super::observe;
-use super::placement::{least_loaded, Candidate};
 use super::writer::{AfterCommit, Writer};
 use super::{spawn_load, LeaderInput, LeaderSettings, StatusSnapshot, WorkerTx};
-use crate::convert::{job_to_pb, report_from_pb, spec_to_pb, worker_to_pb};
+use crate::convert::{job_to_pb, report_from_pb, worker_to_pb};
 
 /// How long an assignment may go unreported by its worker's heartbeats before
 /// it is presumed never to have arrived.
@@ -34,47 +35,43 @@ const RECENT_DONE: usize = 100_000;
 /// Inputs handled before placing again, so a burst is placed in one pass.
 const MAX_INPUTS_PER_PASS: usize = 4096;
 
-struct Conn {
-    id: u64,
-    tx: WorkerTx,
+pub(super) struct Conn {
+    pub(super) id: u64,
+    pub(super) tx: WorkerTx,
 }
 
 #[derive(Default)]
-struct WorkerEntry {
-    info: Option<WorkerInfo>,
-    conn: Option<Conn>,
-    used: u32,
+pub(super) struct WorkerEntry {
+    pub(super) info: Option<WorkerInfo>,
+    pub(super) conn: Option<Conn>,
+    pub(super) used: u32,
     /// Jobs with an attempt out on this worker, and when it was sent.
-    attempts: HashMap<JobId, Instant>,
+    pub(super) attempts: HashMap<JobId, Instant>,
 }
 
 impl WorkerEntry {
-    fn placeable(&self) -> bool {
+    pub(super) fn placeable(&self) -> bool {
         self.conn.is_some() && self.info.as_ref().is_some_and(|i| !i.draining)
-    }
-    fn free(&self) -> u32 {
-        self.info
-            .as_ref()
-            .map_or(0, |i| i.slots.saturating_sub(self.used))
     }
 }
 
 pub(crate) struct Brain {
-    settings: Arc<LeaderSettings>,
-    metrics: Arc<CoordinatorMetrics>,
-    fence: Fence,
-    writer: Writer,
-    self_tx: mpsc::UnboundedSender<LeaderInput>,
-    store: JobStore,
-    jobs: HashMap<JobId, JobRecord>,
-    /// Placeable now: highest priority first, then oldest.
-    ready: BTreeSet<(Reverse<i32>, JobId)>,
+    pub(super) settings: Arc<LeaderSettings>,
+    pub(super) metrics: Arc<CoordinatorMetrics>,
+    pub(super) fence: Fence,
+    pub(super) writer: Writer,
+    pub(super) self_tx: mpsc::UnboundedSender<LeaderInput>,
+    pub(super) store: JobStore,
+    pub(super) jobs: HashMap<JobId, JobRecord>,
+    /// Queue, slots and placement policy (augur-placement): the one engine the
+    /// simulator and `augur tune` use too.
+    pub(super) scheduler: Scheduler<JobId, WorkerId>,
     /// Waiting for their retry backoff.
-    delayed: BinaryHeap<Reverse<(i64, JobId)>>,
-    workers: HashMap<WorkerId, WorkerEntry>,
-    recent_done: (HashSet<JobId>, VecDeque<JobId>),
+    pub(super) delayed: BinaryHeap<Reverse<(i64, JobId)>>,
+    pub(super) workers: HashMap<WorkerId, WorkerEntry>,
+    pub(super) recent_done: (HashSet<JobId>, VecDeque<JobId>),
     /// Until this instant a new leader waits for workers to report in.
-    reconcile_until: Option<Instant>,
+    pub(super) reconcile_until: Option<Instant>,
 }
 
 impl Brain {
@@ -88,6 +85,7 @@ impl Brain {
         store: JobStore,
         active: Vec<JobRecord>,
         workers: Vec<WorkerInfo>,
+        scheduler: Scheduler<JobId, WorkerId>,
     ) -> Self {
         let mut brain = Brain {
             reconcile_until: None,
@@ -98,14 +96,17 @@ impl Brain {
             self_tx,
             store,
             jobs: HashMap::new(),
-            ready: BTreeSet::new(),
+            scheduler,
             delayed: BinaryHeap::new(),
             workers: HashMap::new(),
             recent_done: (HashSet::new(), VecDeque::new()),
         };
-        observe::initialise(&brain.metrics);
+        observe::initialise(&brain.metrics, brain.scheduler.policy());
         for info in workers {
             let id = info.id.clone();
+            brain.scheduler.worker_up(id.clone(), worker_spec(&info));
+            // Not placeable until it attaches.
+            brain.scheduler.set_worker_available(&id, false);
             brain.workers.entry(id).or_default().info = Some(info);
         }
         let mut any_active = false;
@@ -117,6 +118,10 @@ impl Brain {
                     let entry = brain.workers.entry(w.clone()).or_default();
                     entry.used += job.spec.resources.slots;
                     entry.attempts.insert(job.id, now);
+                    let started = job.started_at_ms.unwrap_or_else(now_ms);
+                    brain
+                        .scheduler
+                        .job_running(job.id, job_request(&job), w.clone(), started);
                 }
             }
             brain.insert(job);
@@ -194,10 +199,11 @@ impl Brain {
     }
 
     fn enqueue(&mut self, job: &JobRecord) {
-        if job.not_before_ms > now_ms() {
+        let now = now_ms();
+        if job.not_before_ms > now {
             self.delayed.push(Reverse((job.not_before_ms, job.id)));
         } else {
-            self.ready.insert((Reverse(job.spec.priority), job.id));
+            self.scheduler.job_arrived(job.id, job_request(job), now);
         }
     }
 
@@ -210,7 +216,7 @@ impl Brain {
             self.delayed.pop();
             if let Some(job) = self.jobs.get(&id) {
                 if job.state == JobState::Pending {
-                    self.ready.insert((Reverse(job.spec.priority), id));
+                    self.scheduler.job_arrived(id, job_request(job), now);
                 }
             }
         }
@@ -229,11 +235,16 @@ impl Brain {
     }
 
     /// Stores a new version of a job: memory, queue and the write-behind batch.
-    fn update(&mut self, next: JobRecord, after: Option<AfterCommit>) {
+    pub(super) fn update(&mut self, next: JobRecord, after: Option<AfterCommit>) {
         let id = next.id;
         let previous = self.jobs.get(&id).map(|j| j.state);
         if previous != Some(next.state) {
             observe::audit_transition(previous, &next, &self.settings.node_id);
+        }
+        if !next.state.is_active() {
+            // Ended, cancelled or back to the queue: the scheduler forgets the
+            // old placement (a no-op if it never knew the job).
+            self.scheduler.job_removed(&id);
         }
         if next.state.is_terminal() {
             self.jobs.remove(&id);
@@ -271,6 +282,7 @@ impl Brain {
                 if let Some(entry) = self.workers.get_mut(&worker) {
                     if entry.conn.as_ref().is_some_and(|c| c.id == conn) {
                         entry.conn = None;
+                        self.scheduler.set_worker_available(&worker, false);
                         info!(worker_id = %worker, "worker stream closed; its jobs stay until its lease expires");
                     }
                 }
@@ -319,10 +331,12 @@ impl Brain {
                     .info
                     .as_ref()
                     .is_some_and(|old| old.lease_id != info.lease_id);
+                self.scheduler.worker_up(id.clone(), worker_spec(&info));
                 entry.info = Some(info);
                 if new_incarnation {
                     info!(worker_id = %id, "worker re-registered under a new lease");
                 }
+                self.sync_availability(&id);
             }
             WorkerEvent::Down(id) => {
                 let Some(entry) = self.workers.get_mut(&id) else {
@@ -330,6 +344,7 @@ impl Brain {
                 };
                 entry.info = None;
                 let lost: Vec<JobId> = entry.attempts.keys().copied().collect();
+                self.scheduler.worker_removed(&id);
                 warn!(worker_id = %id, jobs = lost.len(), "worker lease expired; requeuing its jobs");
                 for job in lost {
                     if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
@@ -350,6 +365,8 @@ impl Brain {
         let _ = tx.send(Ok(welcome));
         let entry = self.workers.entry(worker.clone()).or_default();
         entry.conn = Some(Conn { id: conn, tx });
+        let placeable = entry.placeable();
+        self.scheduler.set_worker_available(&worker, placeable);
         let reported: HashSet<(String, u32)> = hello
             .running
             .iter()
@@ -375,6 +392,11 @@ impl Brain {
                 );
             }
         }
+    }
+
+    fn sync_availability(&mut self, id: &WorkerId) {
+        let placeable = self.workers.get(id).is_some_and(|e| e.placeable());
+        self.scheduler.set_worker_available(id, placeable);
     }
 
     fn send(&self, worker: &WorkerId, msg: Out) {
@@ -412,6 +434,7 @@ impl Brain {
                 };
                 if let Ok(next) = apply(job, &event) {
                     observe::started(&self.metrics, &next, started.started_at_ms);
+                    self.scheduler.job_started(&id, started.started_at_ms);
                     self.update(next, None);
                 }
             }
@@ -461,9 +484,27 @@ impl Brain {
             now_ms: now_ms(),
             jitter_sample: rand::random::<f64>(),
         };
+        let Event::Finish { report, .. } = &event else {
+            return;
+        };
+        let speed = self
+            .workers
+            .get(&worker)
+            .and_then(|e| e.info.as_ref())
+            .map_or(1.0, |i| augur_core::run::speed_of(&i.labels));
+        let run = augur_core::RunRecord::from_attempt(job, &worker, speed, report);
         match apply(job, &event) {
             Ok(next) => {
                 let span = observe::reported(&self.metrics, job, &next, outcome);
+                if let Some(p) = self.scheduler.prediction(&next.id) {
+                    observe::prediction_error(
+                        &self.metrics,
+                        self.scheduler.policy(),
+                        p.seconds_on(speed),
+                        &run,
+                    );
+                }
+                self.scheduler.job_finished(&next.id, Some(&run));
                 self.release(&worker, &next.id, next.spec.resources.slots);
                 let after = self.ack_action(&worker, ack, Some(span));
                 self.update(next, after);
@@ -636,94 +677,6 @@ impl Brain {
                     "worker did not reconnect after leader change",
                 );
             }
-        }
-    }
-
-    /// Each ready job, in priority then submission order, goes where
-    /// [`least_loaded`] says; jobs that fit nowhere now wait (backfill).
-    fn dispatch(&mut self) {
-        if self.ready.is_empty() {
-            return;
-        }
-        let mut total_free: u32 = self
-            .workers
-            .values()
-            .filter(|e| e.placeable())
-            .map(|e| e.free())
-            .sum();
-        if total_free == 0 {
-            return;
-        }
-        let candidates: Vec<(Reverse<i32>, JobId)> = self.ready.iter().copied().collect();
-        for key in candidates {
-            if total_free == 0 {
-                break;
-            }
-            let (_, id) = key;
-            let Some(job) = self.jobs.get(&id) else {
-                self.ready.remove(&key);
-                continue;
-            };
-            let slots = job.spec.resources.slots;
-            let candidates = self.workers.iter().filter_map(|(id, e)| {
-                let info = e.info.as_ref()?;
-                Some(Candidate {
-                    id,
-                    available: e.placeable(),
-                    slots: info.slots,
-                    used: e.used,
-                    labels: &info.labels,
-                })
-            });
-            let candidates: Vec<Candidate> = candidates.collect();
-            let chosen =
-                least_loaded(candidates.iter().cloned(), slots, &job.spec.constraints).cloned();
-            let scores: Vec<(WorkerId, f64)> = candidates
-                .iter()
-                .filter(|c| c.fits(slots, &job.spec.constraints))
-                .map(|c| (c.id.clone(), c.load()))
-                .collect();
-            let Some(worker) = chosen else { continue };
-            let event = Event::Assign {
-                worker: worker.clone(),
-                epoch: self.fence.epoch(),
-                now_ms: now_ms(),
-            };
-            let Ok(next) = apply(job, &event) else {
-                self.ready.remove(&key);
-                continue;
-            };
-            self.ready.remove(&key);
-            let Some(entry) = self.workers.get_mut(&worker) else {
-                continue;
-            };
-            entry.used += slots;
-            entry.attempts.insert(id, Instant::now());
-            total_free = total_free.saturating_sub(slots);
-            let Some(conn) = entry.conn.as_ref() else {
-                continue;
-            };
-            let span = observe::placed(&self.metrics, &next, &worker, &scores);
-            let assign = pb::CoordinatorMessage {
-                kind: Some(Out::Assign(pb::Assign {
-                    attempt: Some(pb::AttemptRef {
-                        job_id: id.to_string(),
-                        attempt: next.attempt,
-                        epoch: self.fence.epoch(),
-                    }),
-                    spec: Some(spec_to_pb(&next.spec)),
-                    trace_context: span.carrier().into_iter().collect(),
-                })),
-            };
-            let after = AfterCommit::Send {
-                tx: conn.tx.clone(),
-                msg: Box::new(assign),
-                worker: worker.clone(),
-                job: Some((id, next.attempt)),
-                span: Some(span),
-            };
-            debug!(job_id = %id, worker_id = %worker, attempt = next.attempt, "job placed");
-            self.update(next, Some(after));
         }
     }
 

@@ -8,8 +8,8 @@
 //! shutdown) the `demote` token fires and every one of these tasks stops.
 
 mod brain;
+mod dispatch;
 mod observe;
-pub mod placement;
 mod schedules;
 pub(crate) mod writer;
 
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_core::{JobId, JobRecord, WorkerId};
+use augur_placement::{PlacementConfig, Scheduler};
 use augur_proto::v1 as pb;
 use augur_store::{Fence, JobStore, WorkerEvent, WorkerRegistry};
 use augur_telemetry::CoordinatorMetrics;
@@ -135,6 +136,7 @@ pub(crate) async fn run(
         workers = workers.len(),
         "leading: state loaded"
     );
+    let scheduler = placement_engine(PlacementConfig::default(), None, &[]);
     let (tx, rx) = mpsc::unbounded_channel();
     let (writer, writer_task) = writer::spawn(
         jobs.clone(),
@@ -211,6 +213,7 @@ pub(crate) async fn run(
         jobs.clone(),
         active,
         workers,
+        scheduler,
     );
     brain.run(rx, demote.clone()).await;
     demote.cancel();
@@ -264,4 +267,23 @@ async fn janitor(
             Err(e) => warn!(error = %e, "retention pass failed"),
         }
     }
+}
+
+/// The placement engine for this term: the configured policy, a predictor warm
+/// with the stored model and the recorded runs.
+pub(crate) fn placement_engine(
+    config: PlacementConfig,
+    model: Option<augur_predict::Model>,
+    runs: &[augur_core::RunRecord],
+) -> Scheduler<JobId, WorkerId> {
+    let predictor = augur_predict::RuntimePredictor::with_model(
+        model,
+        augur_predict::History::from_records(runs),
+        config.predictor.clone(),
+    );
+    let scheduler_config = augur_placement::SchedulerConfig {
+        placement: config,
+        ..augur_placement::SchedulerConfig::default()
+    };
+    Scheduler::new(scheduler_config, predictor)
 }

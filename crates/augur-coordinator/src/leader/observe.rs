@@ -5,15 +5,13 @@
 
 use std::time::SystemTime;
 
-use augur_core::{JobRecord, JobState, WorkerId};
+use augur_core::{JobId, JobRecord, JobState, RunRecord, WorkerId};
+use augur_placement::{Decision, Policy};
 use augur_telemetry::context::{at_ms, record, trace_id, PhaseSpan};
 use augur_telemetry::metrics::{
     OutcomeLabel, PolicyLabel, PriorityClass, PriorityLabel, StateLabel,
 };
 use augur_telemetry::{exemplar, CoordinatorMetrics, KeyValue, SpanKind};
-
-/// The policy this leader places with.
-pub const POLICY: &str = "least-loaded";
 
 fn job_attributes(job: &JobRecord) -> Vec<KeyValue> {
     vec![
@@ -28,10 +26,12 @@ fn job_attributes(job: &JobRecord) -> Vec<KeyValue> {
 }
 
 /// Creates this leader's labelled series at zero.
-pub fn initialise(metrics: &CoordinatorMetrics) {
-    let _ = metrics.placement_decisions.get_or_create(&PolicyLabel {
-        policy: POLICY.to_string(),
-    });
+pub fn initialise(metrics: &CoordinatorMetrics, policy: Policy) {
+    let label = PolicyLabel {
+        policy: policy.name().to_string(),
+    };
+    let _ = metrics.placement_decisions.get_or_create(&label);
+    let _ = metrics.prediction_error_ratio.get_or_create(&label);
 }
 
 /// A job was placed on `worker` (`placed` is its record after the assignment):
@@ -40,18 +40,18 @@ pub fn initialise(metrics: &CoordinatorMetrics) {
 pub fn placed(
     metrics: &CoordinatorMetrics,
     placed: &JobRecord,
-    worker: &WorkerId,
-    candidates: &[(WorkerId, f64)],
+    decision: &Decision<JobId, WorkerId>,
 ) -> PhaseSpan {
     let now = augur_core::now_ms();
     let ready_at = placed.not_before_ms.max(placed.submitted_at_ms);
     let wait_s = (now - ready_at).max(0) as f64 / 1000.0;
     let trace = trace_id(&placed.trace_context);
     metrics.queue_wait.observe(wait_s, exemplar(trace), None);
+    let policy = decision.policy.name();
     metrics
         .placement_decisions
         .get_or_create(&PolicyLabel {
-            policy: POLICY.to_string(),
+            policy: policy.to_string(),
         })
         .inc();
     let attrs = job_attributes(placed);
@@ -62,22 +62,32 @@ pub fn placed(
         at_ms(now),
         attrs.clone(),
     );
-    let scores: Vec<String> = candidates
+    let scores: Vec<String> = decision
+        .candidates
         .iter()
-        .take(16)
-        .map(|(w, load)| format!("{w}={load:.3}"))
+        .map(|c| format!("{}={:.3}", c.worker, c.score))
         .collect();
     let mut place_attrs = attrs.clone();
     place_attrs.extend([
-        KeyValue::new("augur.placement.policy", POLICY),
+        KeyValue::new("augur.placement.policy", policy),
         KeyValue::new("augur.placement.candidates", scores.join(",")),
-        KeyValue::new("augur.placement.candidate_count", candidates.len() as i64),
-        KeyValue::new("augur.placement.chosen", worker.to_string()),
-        KeyValue::new(
-            "augur.placement.score",
-            "fraction of slots in use (lower wins)",
-        ),
+        KeyValue::new("augur.placement.chosen", decision.worker.to_string()),
     ]);
+    if let Some(seconds) = decision.predicted_s {
+        place_attrs.push(KeyValue::new("augur.prediction.seconds", seconds));
+    }
+    if let Some(source) = &decision.prediction_source {
+        place_attrs.push(KeyValue::new(
+            "augur.prediction.source",
+            format!("{source:?}"),
+        ));
+    }
+    if let Some(version) = decision.model_version {
+        place_attrs.push(KeyValue::new("augur.model.version", version as i64));
+    }
+    if let Some(fallback) = &decision.fallback {
+        place_attrs.push(KeyValue::new("augur.placement.fallback", fallback.clone()));
+    }
     record(
         "job.place",
         &placed.trace_context,
@@ -86,7 +96,10 @@ pub fn placed(
         place_attrs,
     );
     let mut dispatch_attrs = attrs;
-    dispatch_attrs.push(KeyValue::new("augur.worker.id", worker.to_string()));
+    dispatch_attrs.push(KeyValue::new(
+        "augur.worker.id",
+        decision.worker.to_string(),
+    ));
     dispatch_attrs.push(KeyValue::new("augur.leader.epoch", placed.epoch));
     PhaseSpan::start_under(
         "job.dispatch",
@@ -95,6 +108,24 @@ pub fn placed(
         None,
         dispatch_attrs,
     )
+}
+
+/// Predicted over measured runtime of a finished attempt.
+pub fn prediction_error(
+    metrics: &CoordinatorMetrics,
+    policy: Policy,
+    predicted_s: f64,
+    run: &RunRecord,
+) {
+    let actual_s = run.runtime_ms as f64 / 1000.0;
+    if predicted_s > 0.0 && actual_s > 0.0 {
+        metrics
+            .prediction_error_ratio
+            .get_or_create(&PolicyLabel {
+                policy: policy.name().to_string(),
+            })
+            .observe(predicted_s / actual_s);
+    }
 }
 
 /// The attempt's process started.

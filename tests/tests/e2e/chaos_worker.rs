@@ -1,0 +1,158 @@
+//! Chaos: a worker cut off from etcd and the leader (SIGSTOP) for longer than
+//! its lease. Its jobs' processes keep running in their own process groups, as
+//! they would on the far side of a network partition. The leader requeues its
+//! attempts as lost and they finish elsewhere; when the worker comes back, the
+//! results of its stale attempts are acknowledged but not applied.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use augur_e2e::chaos::parse_rfc3339;
+use augur_e2e::{
+    json_str, json_u64, poll_until, shell_quote, unix_now, Audit, Cluster, ClusterConfig, Figure,
+    Ledger,
+};
+
+const LEASE_TTL: &str = "2s";
+const WORKERS: usize = 3;
+const SLOTS: u32 = 2;
+/// Long enough that attempt 1 is still running when the worker is stopped, and
+/// that attempt 2 is still running when it comes back with attempt 1's result.
+const JOB_SECONDS: f64 = 4.0;
+/// A bound on "stuck", not on speed.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A job that writes its ledger line, prints its attempt, runs, and leaves a
+/// `done-<job>-<attempt>` file in `dir` when it ends.
+fn script(ledger: &Ledger, dir: &str) -> String {
+    format!(
+        "{}; echo attempt=$AUGUR_ATTEMPT; sleep {JOB_SECONDS}; touch {}/done-$AUGUR_JOB_ID-$AUGUR_ATTEMPT",
+        ledger.append_command(),
+        shell_quote(dir)
+    )
+}
+
+#[test]
+fn chaos_partitioned_worker_is_fenced_out_and_its_jobs_finish_elsewhere() {
+    let mut cluster = Cluster::start(ClusterConfig {
+        coordinators: 1,
+        workers: WORKERS,
+        worker_slots: SLOTS,
+        lease_ttl: LEASE_TTL,
+        ..ClusterConfig::default()
+    });
+    let ledger = Ledger::new(cluster.path("ledger"));
+    let dir = cluster.dir().to_string_lossy().into_owned();
+    let script = script(&ledger, &dir);
+    // Exactly as many jobs as slots: none waits, so none is placed on the
+    // worker between the moment we look and the moment it is stopped.
+    let ids: Vec<String> = (0..WORKERS * SLOTS as usize)
+        .map(|_| cluster.submit(&["--name", "partitioned", "--", "sh", "-c", &script]))
+        .collect();
+    poll_until(DEADLINE, "every job to start", || {
+        let started = ledger.by_job().len();
+        (started == ids.len())
+            .then_some(())
+            .ok_or(format!("{started} started"))
+    });
+    let victims: BTreeSet<String> = cluster
+        .list_jobs(None)
+        .iter()
+        .filter(|job| job["worker_id"] == "w1" && job["state"] == "running")
+        .map(|job| json_str(job, "id").to_string())
+        .collect();
+    assert!(!victims.is_empty(), "nothing runs on w1");
+    let runs = ledger.by_job();
+    for id in &victims {
+        let age = unix_now() - runs[id][0].at;
+        assert!(
+            age < JOB_SECONDS / 2.0,
+            "{id} started {age:.1}s ago: it may end before w1 is stopped"
+        );
+    }
+
+    let stopped_at = unix_now();
+    cluster.stop_node("w1");
+    let mut requeued = Figure::new(&format!(
+        "worker SIGSTOP to its jobs requeued (lease TTL {LEASE_TTL})"
+    ));
+    for id in &victims {
+        cluster.wait_job(id, DEADLINE, "requeued", |job| {
+            job["state"] == "pending" || json_u64(job, "attempts") >= 2
+        });
+        requeued.add(unix_now() - stopped_at);
+    }
+    requeued.print();
+    let expired = cluster
+        .log_times("c1", "worker lease expired; requeuing its jobs")
+        .into_iter()
+        .filter(|t| *t >= stopped_at)
+        .fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "figure: worker SIGSTOP to the leader requeuing its jobs (its log): {:.2}s",
+        expired - stopped_at
+    );
+    // Attempt 1 of each victim ends while w1 is still stopped, so w1 holds
+    // their results when it comes back.
+    poll_until(DEADLINE, "the stale attempts' processes to end", || {
+        let left: Vec<&String> = victims
+            .iter()
+            .filter(|id| !std::path::Path::new(&format!("{dir}/done-{id}-1")).exists())
+            .collect();
+        left.is_empty()
+            .then_some(())
+            .ok_or(format!("still running: {left:?}"))
+    });
+    let woke_at = unix_now();
+    cluster.cont_node("w1");
+    eprintln!(
+        "w1 stopped for {:.1}s; {} of its jobs requeued",
+        woke_at - stopped_at,
+        victims.len()
+    );
+
+    // w1 comes back by itself: registered again and ready for work.
+    poll_until(DEADLINE, "w1 to be ready again", || {
+        let workers = cluster.json_any(&["workers"])?;
+        let ready = workers
+            .as_array()
+            .is_some_and(|all| all.iter().any(|w| w["id"] == "w1" && w["state"] == "ready"));
+        ready.then_some(()).ok_or(workers.to_string())
+    });
+    // Its stale results were acknowledged (not lost, not kept forever).
+    poll_until(DEADLINE, "w1's result buffer to drain", || {
+        let depth = cluster.worker_metric("w1", "augur_worker_result_buffer_depth")?;
+        (depth == 0.0)
+            .then_some(())
+            .ok_or(format!("{depth} results buffered"))
+    });
+
+    let ids: BTreeSet<String> = ids.into_iter().collect();
+    let audit = Audit::collect(&cluster, &ids, &ledger, DEADLINE);
+    eprintln!("audit: {}", audit.summary());
+    audit.assert_all_succeeded();
+    audit.assert_no_attempt_twice();
+    audit.assert_ran_once_unless(|id| victims.contains(id));
+    for id in &victims {
+        let job = &audit.jobs[id];
+        assert_eq!(json_u64(job, "attempts"), 2, "{job}");
+        assert_ne!(job["worker_id"], "w1", "{job}");
+        let tail = json_str(job, "stdout_tail");
+        assert!(
+            tail.contains("attempt=2") && !tail.contains("attempt=1"),
+            "the record shows another attempt's output than attempt 2's: {job}"
+        );
+        // The stale result (which came back while attempt 2 ran) did not end it.
+        let second = audit.runs[id]
+            .iter()
+            .find(|e| e.attempt == 2)
+            .map(|e| e.at)
+            .unwrap_or(f64::INFINITY);
+        let finished = parse_rfc3339(json_str(job, "finished_at")).unwrap_or(0.0);
+        assert!(
+            finished >= second + JOB_SECONDS - 0.5,
+            "finished {:.1}s after attempt 2 started, before attempt 2 could end: {job}",
+            finished - second
+        );
+    }
+}
