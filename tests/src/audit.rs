@@ -177,7 +177,12 @@ impl Figure {
 
     /// Prints `figure: <name>: n=.. median=..s max=..s [samples]` to stderr.
     pub fn print(&self) {
-        let samples: Vec<String> = self.seconds.iter().map(|s| format!("{s:.2}")).collect();
+        // Long series are summarised; short ones (the failover rounds) listed.
+        let samples: Vec<String> = if self.seconds.len() <= 20 {
+            self.seconds.iter().map(|s| format!("{s:.2}")).collect()
+        } else {
+            vec!["...".to_string()]
+        };
         match (self.median(), self.max()) {
             (Some(median), Some(max)) => eprintln!(
                 "figure: {}: n={} median={median:.2}s max={max:.2}s samples=[{}]",

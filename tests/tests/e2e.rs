@@ -20,6 +20,8 @@ mod chaos_worker;
 mod dashboards;
 #[path = "e2e/drain.rs"]
 mod drain;
+#[path = "e2e/learning.rs"]
+mod learning;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/load.rs"]

@@ -101,6 +101,18 @@ pub struct CoordinatorArgs {
     /// At most this many finished jobs are kept.
     #[arg(long, default_value_t = 10_000)]
     pub retention_count: usize,
+    /// Run records (the placement model's training data) are kept this long.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub run_retention: Duration,
+    /// At most this many run records are kept.
+    #[arg(long, default_value_t = 100_000)]
+    pub run_retention_count: usize,
+    /// How often the leader retrains the runtime model on new runs.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub retrain_interval: Duration,
+    /// Fewest recorded runs to train a model on.
+    #[arg(long, default_value_t = 50)]
+    pub min_training_runs: usize,
 }
 
 impl CoordinatorArgs {
@@ -120,6 +132,10 @@ impl CoordinatorArgs {
         c.max_output_tail = self.max_output_tail;
         c.retention_age = self.retention_age;
         c.retention_count = self.retention_count;
+        c.run_retention = self.run_retention;
+        c.run_retention_count = self.run_retention_count;
+        c.retrain_interval = self.retrain_interval;
+        c.min_training_runs = self.min_training_runs;
         c
     }
 }

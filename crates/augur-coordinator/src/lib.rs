@@ -6,7 +6,7 @@ mod api;
 mod breaker;
 pub mod convert;
 pub mod leader;
-mod placement_api;
+pub(crate) mod placement_api;
 mod schedule_api;
 mod stream;
 
@@ -45,6 +45,10 @@ pub struct CoordinatorConfig {
     pub retention_age: Duration,
     pub retention_count: usize,
     pub retention_interval: Duration,
+    pub run_retention: Duration,
+    pub run_retention_count: usize,
+    pub retrain_interval: Duration,
+    pub min_training_runs: usize,
     /// How long a new leader waits for workers to report; default lease TTL + 2 s.
     pub reconcile_grace: Option<Duration>,
 }
@@ -65,6 +69,10 @@ impl CoordinatorConfig {
             retention_age: Duration::from_secs(24 * 3600),
             retention_count: 10_000,
             retention_interval: Duration::from_secs(30),
+            run_retention: Duration::from_secs(7 * 24 * 3600),
+            run_retention_count: 100_000,
+            retrain_interval: Duration::from_secs(60),
+            min_training_runs: 50,
             reconcile_grace: None,
         }
     }
@@ -91,6 +99,8 @@ pub(crate) struct Shared {
     pub registry: WorkerRegistry,
     pub leadership: Leadership,
     pub schedules: augur_store::ScheduleStore,
+    /// Everything a term of leadership writes to.
+    pub leader_stores: leader::Stores,
     pub leader: watch::Sender<Option<LeaderHandle>>,
     pub next_conn: AtomicU64,
     pub metrics: Arc<CoordinatorMetrics>,
@@ -135,10 +145,18 @@ pub async fn run_on(
     };
     let shared = Arc::new(Shared {
         node_id: config.node_id.clone(),
-        jobs: JobStore::new(client.clone(), keys.clone(), limits),
+        jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
         registry: WorkerRegistry::new(client.clone(), keys.clone()),
         leadership: Leadership::new(client.clone(), keys.clone()),
         schedules: augur_store::ScheduleStore::new(client.clone(), keys.clone()),
+        leader_stores: leader::Stores {
+            jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
+            registry: WorkerRegistry::new(client.clone(), keys.clone()),
+            schedules: augur_store::ScheduleStore::new(client.clone(), keys.clone()),
+            runs: augur_store::RunHistory::new(client.clone(), keys.clone(), limits.clone()),
+            models: augur_store::ModelStore::new(client.clone(), keys.clone()),
+            placement: augur_store::PlacementConfigStore::new(client.clone(), keys.clone()),
+        },
         leader: watch::channel(None).0,
         next_conn: AtomicU64::new(1),
         metrics,
@@ -178,6 +196,10 @@ pub async fn run_on(
         retention_age: config.retention_age,
         retention_count: config.retention_count,
         retention_interval: config.retention_interval,
+        run_retention: config.run_retention,
+        run_retention_count: config.run_retention_count,
+        retrain_interval: config.retrain_interval,
+        min_training_runs: config.min_training_runs,
     });
 
     while !shutdown.is_cancelled() {
@@ -236,11 +258,7 @@ async fn term(
         settings.clone(),
         shared.metrics.clone(),
         fence.clone(),
-        leader::Stores {
-            jobs: shared.jobs.clone(),
-            registry: shared.registry.clone(),
-            schedules: shared.schedules.clone(),
-        },
+        shared.leader_stores.clone(),
         demote.clone(),
         move |handle| {
             shared_for_ready.leader.send_replace(Some(handle));

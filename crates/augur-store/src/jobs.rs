@@ -52,6 +52,12 @@ pub struct JobStore {
     limits: StoreLimits,
 }
 
+/// One job's record to write, with operations that must share its transaction.
+pub struct JobWrite<'a> {
+    pub job: &'a JobRecord,
+    pub extra: Vec<TxnOp>,
+}
+
 /// Operations per job in a commit: the record plus two index keys.
 const OPS_PER_JOB: usize = 3;
 
@@ -214,40 +220,71 @@ impl JobStore {
     /// call for, in as few fenced transactions as etcd's op limit allows. A failed
     /// guard is [`StoreError::Fenced`]: the caller is no longer leader.
     pub async fn commit(&self, fence: &Fence, jobs: &[&JobRecord]) -> Result<()> {
-        let per_txn = (self.limits.max_txn_ops / OPS_PER_JOB).max(1);
-        for chunk in jobs.chunks(per_txn) {
-            let mut ops = Vec::with_capacity(chunk.len() * OPS_PER_JOB);
-            for job in chunk {
-                ops.push(TxnOp::put(self.keys.job(&job.id), encode(*job), None));
-                if job.state == JobState::Pending {
-                    ops.push(TxnOp::put(
-                        self.keys.pending(&job.id),
-                        encode(&pending_entry(job)),
-                        None,
-                    ));
-                } else {
-                    ops.push(TxnOp::delete(self.keys.pending(&job.id), None));
-                }
-                if job.state.is_terminal() {
-                    let at = job.finished_at_ms.unwrap_or(job.submitted_at_ms);
-                    let entry = FinishedEntry {
-                        v: 1,
-                        idempotency_key: job.spec.idempotency_key.clone(),
-                    };
-                    ops.push(TxnOp::put(
-                        self.keys.finished(at, &job.id),
-                        encode(&entry),
-                        None,
-                    ));
-                }
+        let writes: Vec<JobWrite> = jobs
+            .iter()
+            .map(|job| JobWrite {
+                job,
+                extra: Vec::new(),
+            })
+            .collect();
+        self.commit_writes(fence, writes).await
+    }
+
+    /// As [`JobStore::commit`], with extra operations that must land in the same
+    /// transaction as their job's record (e.g. the run record of a finished
+    /// attempt). A job's operations are never split across transactions.
+    pub async fn commit_writes(&self, fence: &Fence, writes: Vec<JobWrite<'_>>) -> Result<()> {
+        let budget = self.limits.max_txn_ops.saturating_sub(1).max(OPS_PER_JOB);
+        let mut ops: Vec<TxnOp> = Vec::new();
+        for write in writes {
+            let mut job_ops = self.record_ops(write.job);
+            job_ops.extend(write.extra);
+            if !ops.is_empty() && ops.len() + job_ops.len() > budget {
+                self.commit_ops(fence, std::mem::take(&mut ops)).await?;
             }
-            let txn = Txn::new().when(vec![fence.guard()]).and_then(ops);
-            let resp = self.client.clone().txn(txn).await?;
-            if !resp.succeeded() {
-                return Err(StoreError::Fenced {
-                    epoch: fence.epoch(),
-                });
-            }
+            ops.extend(job_ops);
+        }
+        if !ops.is_empty() {
+            self.commit_ops(fence, ops).await?;
+        }
+        Ok(())
+    }
+
+    /// The record and the index keys its state calls for.
+    fn record_ops(&self, job: &JobRecord) -> Vec<TxnOp> {
+        let mut ops = Vec::with_capacity(OPS_PER_JOB);
+        ops.push(TxnOp::put(self.keys.job(&job.id), encode(job), None));
+        if job.state == JobState::Pending {
+            ops.push(TxnOp::put(
+                self.keys.pending(&job.id),
+                encode(&pending_entry(job)),
+                None,
+            ));
+        } else {
+            ops.push(TxnOp::delete(self.keys.pending(&job.id), None));
+        }
+        if job.state.is_terminal() {
+            let at = job.finished_at_ms.unwrap_or(job.submitted_at_ms);
+            let entry = FinishedEntry {
+                v: 1,
+                idempotency_key: job.spec.idempotency_key.clone(),
+            };
+            ops.push(TxnOp::put(
+                self.keys.finished(at, &job.id),
+                encode(&entry),
+                None,
+            ));
+        }
+        ops
+    }
+
+    async fn commit_ops(&self, fence: &Fence, ops: Vec<TxnOp>) -> Result<()> {
+        let txn = Txn::new().when(vec![fence.guard()]).and_then(ops);
+        let resp = self.client.clone().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(StoreError::Fenced {
+                epoch: fence.epoch(),
+            });
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ pub mod workers;
 use std::time::Duration;
 
 pub use etcd_client::Client as EtcdClient;
-pub use jobs::{CreateOutcome, JobPage, JobStore, StoreLimits};
+pub use jobs::{CreateOutcome, JobPage, JobStore, JobWrite, StoreLimits};
 pub use keys::Keys;
 pub use leadership::{Fence, LeaderInfo, Leadership};
 pub use lease::LeaseHandle;

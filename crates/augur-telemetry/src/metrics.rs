@@ -129,6 +129,7 @@ pub struct CoordinatorMetrics {
     pub etcd_request_duration: HistogramFamily<OperationLabel>,
     pub worker_attaches: Counter,
     pub api_requests: Family<OperationLabel, Counter>,
+    pub model_version: Gauge,
 }
 
 /// Metrics of a worker.
@@ -235,6 +236,7 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         etcd_request_duration: Family::new_with_constructor(etcd_latency),
         worker_attaches: Counter::default(),
         api_requests: Family::default(),
+        model_version: Gauge::default(),
     };
     r.register(
         "augur_jobs_submitted",
@@ -329,6 +331,11 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         "augur_api_requests",
         "API calls served, by operation",
         m.api_requests.clone(),
+    );
+    r.register(
+        "augur_model_version",
+        "Version of the runtime model the leader places with (0: none yet)",
+        m.model_version.clone(),
     );
     m.initialise();
     m

@@ -433,6 +433,11 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                     extra_env.push((var.to_string(), value.clone()));
                 }
             }
+            // The worker's declared speed (label `speed`), so a simulated
+            // workload on one machine can scale its duration by it.
+            if let Some(speed) = agent.config.labels.get("speed") {
+                extra_env.push(("AUGUR_WORKER_SPEED".to_string(), speed.clone()));
+            }
             // A scheduled job learns which schedule and tick it runs for.
             for (label, var) in [
                 ("augur.schedule", "AUGUR_SCHEDULE"),

@@ -35,17 +35,16 @@ enum Outage {
     Frozen,
 }
 
-fn submit_args<'a>(key: &'a str, script: &'a str) -> [&'a str; 8] {
-    [
-        "--idempotency-key",
-        key,
-        "--name",
-        "etcd-outage",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]
+/// `augur submit` arguments of a workload job, without its idempotency key.
+fn job_args(script: &str) -> [&str; 6] {
+    ["--name", "etcd-outage", "--", "sh", "-c", script]
+}
+
+/// [`job_args`] under idempotency key `key`.
+fn keyed_args<'a>(key: &'a str, script: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["--idempotency-key", key];
+    args.extend(job_args(script));
+    args
 }
 
 fn etcd_outage(outage: Outage) {
@@ -62,7 +61,7 @@ fn etcd_outage(outage: Outage) {
     let mut accepted: Vec<String> = (0..BEFORE)
         .map(|i| {
             let key = format!("before-{i}");
-            let call = submitter.submit_at(i % 2, &submit_args(&key, &script));
+            let call = submitter.submit_at(i % 2, &keyed_args(&key, &script));
             call.result
                 .unwrap_or_else(|e| panic!("submission {key} before the outage: {e}"))
         })
@@ -79,10 +78,12 @@ fn etcd_outage(outage: Outage) {
         Outage::Killed => cluster.kill_etcd(),
         Outage::Frozen => cluster.stop_node("etcd"),
     }
+    // All through one coordinator, so that its circuit breaker is exercised:
+    // the first call waits for the etcd request timeout, the next fail fast.
     let mut calls = Vec::new();
     while down_at.elapsed() < OUTAGE {
         let key = format!("during-{}", calls.len());
-        let call = submitter.submit_at(calls.len() % 2, &submit_args(&key, &script));
+        let call = submitter.submit_at(0, &keyed_args(&key, &script));
         calls.push((key, call));
         thread::sleep(Duration::from_millis(200));
     }
@@ -131,17 +132,12 @@ fn etcd_outage(outage: Outage) {
     // retries a refused one under its idempotency key), queued jobs run.
     let mut first_accept = None;
     for key in &refused {
-        accepted.push(submitter.submit_anywhere(0, key, &submit_args(key, &script), DEADLINE));
+        accepted.push(submitter.submit_anywhere(0, key, &job_args(&script), DEADLINE));
         first_accept.get_or_insert_with(|| back_at.elapsed());
     }
     for i in 0..AFTER {
         let key = format!("after-{i}");
-        accepted.push(submitter.submit_anywhere(
-            i % 2,
-            &key,
-            &submit_args(&key, &script),
-            DEADLINE,
-        ));
+        accepted.push(submitter.submit_anywhere(i % 2, &key, &job_args(&script), DEADLINE));
         first_accept.get_or_insert_with(|| back_at.elapsed());
     }
     eprintln!(

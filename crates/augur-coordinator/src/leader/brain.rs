@@ -236,6 +236,16 @@ impl Brain {
 
     /// Stores a new version of a job: memory, queue and the write-behind batch.
     pub(super) fn update(&mut self, next: JobRecord, after: Option<AfterCommit>) {
+        self.update_with_run(next, None, after);
+    }
+
+    /// As `update`, with the run record of the attempt that just ended.
+    fn update_with_run(
+        &mut self,
+        next: JobRecord,
+        run: Option<augur_core::RunRecord>,
+        after: Option<AfterCommit>,
+    ) {
         let id = next.id;
         let previous = self.jobs.get(&id).map(|j| j.state);
         if previous != Some(next.state) {
@@ -255,7 +265,7 @@ impl Brain {
             }
             self.jobs.insert(id, next.clone());
         }
-        self.writer.push(next, after);
+        self.writer.push(next, run, after);
     }
 
     fn handle(&mut self, input: LeaderInput) {
@@ -294,6 +304,11 @@ impl Brain {
                 attempt,
             } => self.lose(&job, attempt, &worker, "assignment could not be delivered"),
             LeaderInput::Cancel { id, reply } => self.cancel(id, reply),
+            LeaderInput::Model(model) => {
+                info!(version = model.version, "placing with a new runtime model");
+                self.scheduler.set_model(Some(*model));
+            }
+            LeaderInput::PlacementConfig(config) => self.replace_scheduler(*config),
             LeaderInput::Status { reply } => {
                 let _ = reply.send(self.snapshot());
             }
@@ -392,6 +407,41 @@ impl Brain {
                 );
             }
         }
+    }
+
+    /// Switches to a new placement configuration: a fresh engine with the same
+    /// predictor, told about every worker and job as they are now.
+    fn replace_scheduler(&mut self, config: augur_placement::PlacementConfig) {
+        let predictor = self.scheduler.predictor().clone();
+        let scheduler_config = augur_placement::SchedulerConfig {
+            placement: config,
+            ..self.scheduler.config().clone()
+        };
+        let mut scheduler = Scheduler::new(scheduler_config, predictor);
+        for (id, entry) in &self.workers {
+            if let Some(info) = &entry.info {
+                scheduler.worker_up(id.clone(), worker_spec(info));
+                scheduler.set_worker_available(id, entry.placeable());
+            }
+        }
+        let now = now_ms();
+        for job in self.jobs.values() {
+            match (&job.state, &job.worker_id) {
+                (JobState::Pending, _) if job.not_before_ms <= now => {
+                    scheduler.job_arrived(job.id, job_request(job), now)
+                }
+                (state, Some(worker)) if state.is_active() => scheduler.job_running(
+                    job.id,
+                    job_request(job),
+                    worker.clone(),
+                    job.started_at_ms.unwrap_or(now),
+                ),
+                _ => {}
+            }
+        }
+        self.scheduler = scheduler;
+        observe::initialise(&self.metrics, self.scheduler.policy());
+        info!(policy = %self.scheduler.policy(), "placement configuration applied");
     }
 
     fn sync_availability(&mut self, id: &WorkerId) {
@@ -507,7 +557,7 @@ impl Brain {
                 self.scheduler.job_finished(&next.id, Some(&run));
                 self.release(&worker, &next.id, next.spec.resources.slots);
                 let after = self.ack_action(&worker, ack, Some(span));
-                self.update(next, after);
+                self.update_with_run(next, Some(run), after);
             }
             Err(e) => {
                 warn!(job_id = %attempt_ref.job_id, error = %e, "result not applicable");

@@ -9,6 +9,7 @@
 
 mod brain;
 mod dispatch;
+mod learning;
 mod observe;
 mod schedules;
 pub(crate) mod writer;
@@ -66,6 +67,10 @@ pub(crate) enum LeaderInput {
     Status {
         reply: oneshot::Sender<StatusSnapshot>,
     },
+    /// A newly trained runtime model.
+    Model(Box<augur_predict::Model>),
+    /// A new placement configuration (`augur tune --apply`, `augur placement set`).
+    PlacementConfig(Box<PlacementConfig>),
 }
 
 /// The leader's view for `ClusterStatus` / `ListWorkers`.
@@ -86,6 +91,12 @@ pub struct LeaderSettings {
     pub retention_age: Duration,
     pub retention_count: usize,
     pub retention_interval: Duration,
+    /// Run records are kept this long, and at most this many.
+    pub run_retention: Duration,
+    pub run_retention_count: usize,
+    /// How often the leader retrains on new runs, and the fewest it trains on.
+    pub retrain_interval: Duration,
+    pub min_training_runs: usize,
 }
 
 /// How API handlers reach the brain while this node leads.
@@ -109,6 +120,9 @@ pub(crate) struct Stores {
     pub jobs: JobStore,
     pub registry: WorkerRegistry,
     pub schedules: augur_store::ScheduleStore,
+    pub runs: augur_store::RunHistory,
+    pub models: augur_store::ModelStore,
+    pub placement: augur_store::PlacementConfigStore,
 }
 
 /// Runs the leader until `demote` fires. Calls `on_ready` with the handle once
@@ -125,6 +139,9 @@ pub(crate) async fn run(
         jobs,
         registry,
         schedules: schedule_store,
+        runs,
+        models,
+        placement,
     } = stores;
     let loading = std::time::Instant::now();
     let (active, jobs_rev) = jobs.load_active().await?;
@@ -136,10 +153,13 @@ pub(crate) async fn run(
         workers = workers.len(),
         "leading: state loaded"
     );
-    let scheduler = placement_engine(PlacementConfig::default(), None, &[]);
+    let warm = learning::warm_start(&settings, &runs, &models, &placement).await?;
+    let model_version = warm.model.as_ref().map_or(0, |m| m.version);
+    metrics.model_version.set(model_version as i64);
+    let scheduler = placement_engine(warm.config, warm.model, &warm.runs);
     let (tx, rx) = mpsc::unbounded_channel();
     let (writer, writer_task) = writer::spawn(
-        jobs.clone(),
+        (jobs.clone(), runs.clone()),
         fence.clone(),
         demote.clone(),
         tx.clone(),
@@ -181,7 +201,7 @@ pub(crate) async fn run(
 
     let janitor = tokio::spawn(
         janitor(
-            jobs.clone(),
+            (jobs.clone(), runs.clone()),
             fence.clone(),
             settings.clone(),
             demote.clone(),
@@ -198,6 +218,24 @@ pub(crate) async fn run(
             demote.clone(),
         )
         .instrument(tracing::info_span!("schedules")),
+    );
+
+    let trainer = tokio::spawn(
+        learning::trainer(
+            settings.clone(),
+            runs,
+            models,
+            fence.clone(),
+            tx.clone(),
+            metrics.clone(),
+            model_version,
+            demote.clone(),
+        )
+        .instrument(tracing::info_span!("trainer")),
+    );
+    let config_follower = tokio::spawn(
+        learning::follow_config(placement, warm.config_revision, tx.clone(), demote.clone())
+            .instrument(tracing::info_span!("placement_config")),
     );
 
     on_ready(LeaderHandle {
@@ -217,7 +255,14 @@ pub(crate) async fn run(
     );
     brain.run(rx, demote.clone()).await;
     demote.cancel();
-    for task in [watches, janitor, writer_task, schedule_task] {
+    for task in [
+        watches,
+        janitor,
+        writer_task,
+        schedule_task,
+        trainer,
+        config_follower,
+    ] {
         if let Err(e) = task.await {
             warn!(error = %e, "leader task ended abnormally");
         }
@@ -243,7 +288,7 @@ pub(crate) fn spawn_load(jobs: JobStore, ids: Vec<JobId>, tx: mpsc::UnboundedSen
 
 /// Removes finished jobs past their retention, periodically.
 async fn janitor(
-    jobs: JobStore,
+    (jobs, runs): (JobStore, augur_store::RunHistory),
     fence: Fence,
     settings: Arc<LeaderSettings>,
     demote: CancellationToken,
@@ -265,6 +310,19 @@ async fn janitor(
                 return;
             }
             Err(e) => warn!(error = %e, "retention pass failed"),
+        }
+        let run_cutoff = augur_core::now_ms() - settings.run_retention.as_millis() as i64;
+        match runs
+            .purge(&fence, run_cutoff, settings.run_retention_count)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "run records past retention removed"),
+            Err(augur_store::StoreError::Fenced { .. }) => {
+                demote.cancel();
+                return;
+            }
+            Err(e) => warn!(error = %e, "run retention pass failed"),
         }
     }
 }

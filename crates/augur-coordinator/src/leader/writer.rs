@@ -11,9 +11,11 @@ use augur_core::{JobId, JobRecord};
 use augur_proto::v1 as pb;
 use std::sync::Arc;
 
-use augur_store::{Fence, JobStore, StoreError};
+use augur_core::RunRecord;
+use augur_store::{Fence, JobStore, JobWrite, RunHistory, StoreError};
 use augur_telemetry::context::PhaseSpan;
 use augur_telemetry::CoordinatorMetrics;
+use etcd_client::TxnOp;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -42,6 +44,8 @@ pub(crate) enum AfterCommit {
 
 pub(crate) struct WriteRequest {
     pub record: JobRecord,
+    /// The run record of a finished attempt, written in the same transaction.
+    pub run: Option<RunRecord>,
     pub after: Option<AfterCommit>,
 }
 
@@ -52,28 +56,28 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn push(&self, record: JobRecord, after: Option<AfterCommit>) {
+    pub fn push(&self, record: JobRecord, run: Option<RunRecord>, after: Option<AfterCommit>) {
         // The writer only stops when leadership ends; then nothing may be written.
-        let _ = self.tx.send(WriteRequest { record, after });
+        let _ = self.tx.send(WriteRequest { record, run, after });
     }
 }
 
 /// Starts the writer task. It ends when `demote` fires or, on a failed fence,
 /// fires `demote` itself.
 pub(crate) fn spawn(
-    store: JobStore,
+    stores: (JobStore, RunHistory),
     fence: Fence,
     demote: CancellationToken,
     brain: mpsc::UnboundedSender<LeaderInput>,
     metrics: Arc<CoordinatorMetrics>,
 ) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(store, fence, demote, rx, brain, metrics));
+    let handle = tokio::spawn(run(stores, fence, demote, rx, brain, metrics));
     (Writer { tx }, handle)
 }
 
 async fn run(
-    store: JobStore,
+    (store, runs): (JobStore, RunHistory),
     fence: Fence,
     demote: CancellationToken,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
@@ -81,6 +85,7 @@ async fn run(
     metrics: Arc<CoordinatorMetrics>,
 ) {
     let mut records: Vec<JobRecord> = Vec::new();
+    let mut extra: HashMap<JobId, Vec<TxnOp>> = HashMap::new();
     let mut index: HashMap<JobId, usize> = HashMap::new();
     let mut actions: Vec<AfterCommit> = Vec::new();
     let mut backoff = Duration::from_millis(50);
@@ -89,22 +94,35 @@ async fn run(
             tokio::select! {
                 _ = demote.cancelled() => return,
                 req = rx.recv() => match req {
-                    Some(req) => add(&mut records, &mut index, &mut actions, req),
+                    Some(req) => add(&mut records, &mut index, &mut actions, &mut extra, &runs, req),
                     None => return,
                 },
             }
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(req) => add(&mut records, &mut index, &mut actions, req),
+                Ok(req) => add(
+                    &mut records,
+                    &mut index,
+                    &mut actions,
+                    &mut extra,
+                    &runs,
+                    req,
+                ),
                 Err(_) => break,
             }
         }
-        let refs: Vec<&JobRecord> = records.iter().collect();
+        let writes: Vec<JobWrite> = records
+            .iter()
+            .map(|job| JobWrite {
+                job,
+                extra: extra.get(&job.id).cloned().unwrap_or_default(),
+            })
+            .collect();
         let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = demote.cancelled() => return,
-            r = store.commit(&fence, &refs) => r,
+            r = store.commit_writes(&fence, writes) => r,
         };
         metrics.etcd("commit", started.elapsed().as_secs_f64());
         match result {
@@ -112,6 +130,7 @@ async fn run(
                 backoff = Duration::from_millis(50);
                 records.clear();
                 index.clear();
+                extra.clear();
                 for action in actions.drain(..) {
                     run_action(action, &brain);
                 }
@@ -141,8 +160,16 @@ fn add(
     records: &mut Vec<JobRecord>,
     index: &mut HashMap<JobId, usize>,
     actions: &mut Vec<AfterCommit>,
+    extra: &mut HashMap<JobId, Vec<TxnOp>>,
+    runs: &RunHistory,
     req: WriteRequest,
 ) {
+    if let Some(run) = &req.run {
+        extra
+            .entry(req.record.id)
+            .or_default()
+            .push(runs.put_op(run));
+    }
     match index.get(&req.record.id) {
         Some(&i) => records[i] = req.record,
         None => {
