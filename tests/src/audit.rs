@@ -105,6 +105,18 @@ impl Audit {
     /// Jobs for which `may_rerun` is false ran exactly once, as attempt 1: nothing
     /// but a dead worker may make a job run again.
     pub fn assert_ran_once_unless(&self, may_rerun: impl Fn(&str) -> bool) {
+        let reran = self.reruns(may_rerun);
+        assert!(
+            reran.is_empty(),
+            "{} jobs ran again although no worker of theirs died:\n{}",
+            reran.len(),
+            reran.join("\n")
+        );
+    }
+
+    /// The jobs for which `may_rerun` is false that did not run exactly once, as
+    /// attempt 1, each described with its ledger lines and record.
+    pub fn reruns(&self, may_rerun: impl Fn(&str) -> bool) -> Vec<String> {
         let mut reran = Vec::new();
         for (id, job) in &self.jobs {
             if may_rerun(id) {
@@ -118,12 +130,7 @@ impl Audit {
                 ));
             }
         }
-        assert!(
-            reran.is_empty(),
-            "{} jobs ran again although no worker of theirs died:\n{}",
-            reran.len(),
-            reran.join("\n")
-        );
+        reran
     }
 
     /// A one-line summary for the test's output.

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use augur_e2e::{
     coordinator_index, coordinator_name, ledger_script, poll_until, unix_now, Audit, Cluster,
@@ -62,6 +62,23 @@ fn wait_started(ledger: &Ledger, ids: &[String], deadline: Duration, what: &str)
     });
 }
 
+/// How many of `ids` have started within `bound` (waits no longer once all have).
+fn started_within(ledger: &Ledger, ids: &[String], bound: Duration) -> usize {
+    let deadline = Instant::now() + bound;
+    loop {
+        let runs = ledger.by_job();
+        let started = ids.iter().filter(|id| runs.contains_key(*id)).count();
+        if started == ids.len() || Instant::now() >= deadline {
+            return started;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The frozen leader's wake-up is checked in full, whatever goes wrong on the
+/// way: liveness problems are collected as findings and reported together at
+/// the end, so one run shows every broken promise. Fencing (no attempt twice)
+/// and the final states are asserted outright.
 #[test]
 fn chaos_frozen_leader_is_fenced_when_it_wakes() {
     let mut cluster = chaos_cluster();
@@ -70,6 +87,7 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
     let old = cluster.wait_leader(DEADLINE, "elected", |_| true);
     let old_index = coordinator_index(&old);
     let via = (old_index + 1) % 3;
+    let mut findings: Vec<String> = Vec::new();
 
     let mut ids = batch(&cluster, via, &script, "before-freeze");
     wait_started(
@@ -83,12 +101,12 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
 
     // While etcd still names the frozen leader, a follower must still answer
     // (what it forwards to the leader needs a deadline). A liveness bound.
-    let answer = cluster.cli_within(via, &["--output", "json", "cluster"], CLI_BOUND);
-    assert!(
-        answer.is_ok(),
-        "`augur cluster` through follower {} hung while leader {old} was frozen: {answer:?}",
-        coordinator_name(via)
-    );
+    if let Err(hung) = cluster.cli_within(via, &["--output", "json", "cluster"], CLI_BOUND) {
+        findings.push(format!(
+            "`augur cluster` through follower {} hung while leader {old} was frozen: {hung}",
+            coordinator_name(via)
+        ));
+    }
     let new = poll_until(
         DEADLINE,
         "etcd to name a leader other than the frozen one",
@@ -97,23 +115,18 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
             other => Err(format!("election leader {other:?}")),
         },
     );
+    let elected_after = unix_now() - frozen_at;
+    // The new leader dispatches while the old one is still frozen.
     let during = batch(&cluster, via, &script, "during-freeze");
-    wait_started(
-        &ledger,
-        &during,
-        TAKEOVER_BOUND,
-        "the new leader to dispatch while the old one is frozen",
-    );
+    let started = started_within(&ledger, &during, TAKEOVER_BOUND);
+    if started < during.len() {
+        findings.push(format!(
+            "{new} (leader per etcd {elected_after:.1}s after the freeze) started only {started} \
+             of {} jobs within {TAKEOVER_BOUND:?} while {old} was frozen",
+            during.len()
+        ));
+    }
     ids.extend(during);
-    let dispatched_after = ledger
-        .entries()
-        .iter()
-        .map(|e| e.at - frozen_at)
-        .filter(|t| *t > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    eprintln!(
-        "figure: {old} frozen; {new} leads; first job started {dispatched_after:.2}s after the freeze"
-    );
     // Frozen for well past its lease, whatever the above took.
     let frozen_for = Duration::from_secs_f64(unix_now() - frozen_at);
     thread::sleep(FROZEN.saturating_sub(frozen_for));
@@ -136,13 +149,14 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
             }
         },
     );
-    let stepped_down = cluster
+    let stepped_down: Vec<String> = cluster
         .log_lines(&old)
         .into_iter()
         .filter(|line| line.contains("stepping down") || line.contains("fencing guard failed"))
-        .collect::<Vec<_>>();
+        .collect();
     eprintln!(
-        "{old} woke after {:.1}s frozen and stepped down: {stepped_down:?}",
+        "{old} woke after {:.1}s frozen ({new} led after {elected_after:.1}s) and stepped \
+         down: {stepped_down:?}",
         woke_at - frozen_at
     );
     poll_until(
@@ -167,12 +181,24 @@ fn chaos_frozen_leader_is_fenced_when_it_wakes() {
     let audit = Audit::collect(&cluster, &ids, &ledger, DEADLINE);
     eprintln!("audit: {}", audit.summary());
     audit.assert_all_succeeded();
+    // Fencing: whatever the old leader tried when it woke, no attempt ran twice.
     audit.assert_no_attempt_twice();
-    audit.assert_ran_once_unless(|_| false);
-    assert_eq!(
-        cluster.leader().as_deref(),
-        Some(new.as_str()),
-        "leadership moved again after {old} woke"
+    let reran = audit.reruns(|_| false);
+    if !reran.is_empty() {
+        findings.push(format!(
+            "{} jobs ran again although no worker died:\n{}",
+            reran.len(),
+            reran.join("\n")
+        ));
+    }
+    if cluster.leader().as_deref() != Some(new.as_str()) {
+        findings.push(format!("leadership moved again after {old} woke"));
+    }
+    assert!(
+        findings.is_empty(),
+        "a frozen leader broke {} promises:\n- {}",
+        findings.len(),
+        findings.join("\n- ")
     );
 }
 
