@@ -44,6 +44,9 @@ pub struct DevArgs {
     metrics_listen: SocketAddr,
 }
 
+/// Declared speeds of `augur dev`'s workers, in turn.
+pub const DEV_SPEEDS: [u32; 3] = [1, 2, 4];
+
 /// A cluster running in this process, on an etcd child.
 pub struct LocalCluster {
     pub etcd: EtcdChild,
@@ -98,6 +101,9 @@ impl LocalCluster {
             CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
         config.lease_ttl = Duration::from_secs(2);
         config.max_txn_ops = spec.max_txn_ops;
+        // Learn quickly on a laptop.
+        config.retrain_interval = Duration::from_secs(5);
+        config.min_training_runs = 20;
         config.retention_count = spec.retention_count;
         let token = stop.clone();
         let coordinator_metrics = spec.metrics.coordinator();
@@ -116,6 +122,12 @@ impl LocalCluster {
             config.lease_ttl = Duration::from_secs(2);
             config.executor = spec.executor.clone();
             config.labels.insert("dev".into(), "true".into());
+            // Workers of different speeds, simulated on one machine: the demo's
+            // jobs divide their duration by AUGUR_WORKER_SPEED.
+            config.labels.insert(
+                "speed".into(),
+                DEV_SPEEDS[(i as usize - 1) % DEV_SPEEDS.len()].to_string(),
+            );
             let token = stop.clone();
             // In one process all workers share one set of worker metrics.
             let worker_metrics = spec.metrics.worker();
@@ -310,7 +322,7 @@ async fn demo(endpoint: &str) -> anyhow::Result<()> {
         {
             print!("{}", crate::render::job_table(&jobs));
             println!("demo: done. `augur get ID` shows a job's output and history.");
-            return Ok(());
+            return crate::demo::learning(endpoint).await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod demo;
 mod dev;
 mod etcd;
 mod logging;

@@ -92,17 +92,27 @@ fn chaos_partitioned_worker_is_fenced_out_and_its_jobs_finish_elsewhere() {
         "figure: worker SIGSTOP to the leader requeuing its jobs (its log): {:.2}s",
         expired - stopped_at
     );
-    // Attempt 1 of each victim ends while w1 is still stopped, so w1 holds
-    // their results when it comes back.
-    poll_until(DEADLINE, "the stale attempts' processes to end", || {
-        let left: Vec<&String> = victims
-            .iter()
-            .filter(|id| !std::path::Path::new(&format!("{dir}/done-{id}-1")).exists())
-            .collect();
-        left.is_empty()
-            .then_some(())
-            .ok_or(format!("still running: {left:?}"))
-    });
+    // w1 stays stopped until attempt 1 of each victim has ended (so w1 holds
+    // their results when it comes back) and attempt 2 has started elsewhere
+    // (so it comes back while attempt 2 runs, which its stale result must not end).
+    poll_until(
+        DEADLINE,
+        "stale attempts to end and attempts 2 to start elsewhere",
+        || {
+            let runs = ledger.by_job();
+            let left: Vec<&String> = victims
+                .iter()
+                .filter(|id| {
+                    let ended = std::path::Path::new(&format!("{dir}/done-{id}-1")).exists();
+                    let rerun = runs[*id].iter().any(|e| e.attempt == 2);
+                    !(ended && rerun)
+                })
+                .collect();
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("not yet: {left:?}"))
+        },
+    );
     let woke_at = unix_now();
     cluster.cont_node("w1");
     eprintln!(
