@@ -110,14 +110,21 @@ impl Api {
         if leader.node_id == self.shared.node_id {
             return Err(Status::unavailable("leadership is changing; retry shortly"));
         }
-        JobServiceClient::connect(leader.address.clone())
+        // Deadlines, so a call forwarded to a frozen leader fails instead of hanging.
+        let unreachable = |e: tonic::transport::Error| {
+            Status::unavailable(format!(
+                "leader {} at {} unreachable: {e}",
+                leader.node_id, leader.address
+            ))
+        };
+        let channel = tonic::transport::Endpoint::from_shared(leader.address.clone())
+            .map_err(unreachable)?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(5))
+            .connect()
             .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "leader {} at {} unreachable: {e}",
-                    leader.node_id, leader.address
-                ))
-            })
+            .map_err(unreachable)?;
+        Ok(JobServiceClient::new(channel))
     }
 
     async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {

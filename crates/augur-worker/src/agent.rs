@@ -310,7 +310,18 @@ async fn session(
     sessions: &mut u64,
 ) -> Result<(), WorkerError> {
     let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
-    let mut client = WorkerServiceClient::connect(leader.address.clone()).await?;
+    // HTTP/2 pings notice a leader that is frozen (SIGSTOP, a long pause) even
+    // though its kernel still holds the TCP connection open.
+    let channel = tonic::transport::Endpoint::from_shared(leader.address.clone())
+        .map_err(|e| WorkerError::Config(format!("leader address {:?}: {e}", leader.address)))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await?;
+    let mut client = WorkerServiceClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
     let hello = pb::Hello {
         worker_id: agent.id.to_string(),
@@ -347,6 +358,14 @@ async fn session(
                 let running = agent.held_attempts();
                 let beat = pb::Heartbeat { running_count: running.len() as u32, running };
                 let _ = tx.send(pb::WorkerMessage { kind: Some(Out::Heartbeat(beat)) });
+                // Follow the election: a stream to a deposed leader is dropped
+                // even if that leader has not noticed yet.
+                if let Ok(Some(now)) = leadership.current().await {
+                    if now.epoch != leader.epoch {
+                        info!(old = %leader.node_id, new = %now.node_id, "leader changed; reattaching");
+                        return Ok(());
+                    }
+                }
             }
             msg = inbound.message() => {
                 let Some(msg) = msg? else { return Ok(()) };

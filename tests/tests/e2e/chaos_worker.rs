@@ -166,3 +166,58 @@ fn chaos_partitioned_worker_is_fenced_out_and_its_jobs_finish_elsewhere() {
         );
     }
 }
+
+/// Rounds of the worker-loss figure.
+const LOSS_ROUNDS: usize = 3;
+
+/// A worker SIGKILLed with a job running, a few times: its job is requeued once
+/// its lease expires and finishes on the other worker. Prints the time from
+/// the kill to the requeue (the "worker-loss detection" figure).
+#[test]
+fn chaos_killed_worker_requeue_time_over_rounds() {
+    let mut cluster = Cluster::start(ClusterConfig {
+        coordinators: 1,
+        workers: 2,
+        worker_slots: 1,
+        lease_ttl: LEASE_TTL,
+        ..ClusterConfig::default()
+    });
+    let ledger = Ledger::new(cluster.path("ledger"));
+    let script = format!("{}; sleep 3", ledger.append_command());
+    let mut requeued = Figure::new(&format!(
+        "worker SIGKILL to its job requeued (lease TTL {LEASE_TTL})"
+    ));
+    let mut ids = BTreeSet::new();
+    let mut victims = BTreeSet::new();
+    for _ in 0..LOSS_ROUNDS {
+        cluster.wait_ready(DEADLINE);
+        let id = cluster.submit(&["--name", "worker-loss", "--", "sh", "-c", &script]);
+        let job = cluster.wait_job(&id, DEADLINE, "running", |job| {
+            job["state"] == "running" && ledger.by_job().contains_key(json_str(job, "id"))
+        });
+        let worker = json_str(&job, "worker_id").to_string();
+        let killed_at = unix_now();
+        cluster.kill_worker(&worker);
+        cluster.wait_job(&id, DEADLINE, "requeued", |job| {
+            job["state"] == "pending" || json_u64(job, "attempts") >= 2
+        });
+        requeued.add(unix_now() - killed_at);
+        cluster.start_worker(&worker);
+        ids.insert(id.clone());
+        victims.insert(id);
+    }
+    requeued.print();
+
+    let audit = Audit::collect(&cluster, &ids, &ledger, DEADLINE);
+    eprintln!("audit: {}", audit.summary());
+    audit.assert_all_succeeded();
+    audit.assert_no_attempt_twice();
+    for id in &victims {
+        assert_eq!(
+            json_u64(&audit.jobs[id], "attempts"),
+            2,
+            "{}",
+            audit.jobs[id]
+        );
+    }
+}
