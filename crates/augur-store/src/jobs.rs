@@ -397,24 +397,7 @@ impl PendingWatch {
     /// the watch ends (the caller reloads and watches again).
     pub async fn next(&mut self) -> Result<Vec<JobId>> {
         loop {
-            let resp = self
-                .stream
-                .message()
-                .await?
-                .ok_or_else(|| StoreError::WatchEnded {
-                    prefix: self.prefix.clone(),
-                    reason: "stream closed".into(),
-                })?;
-            if resp.canceled() {
-                return Err(StoreError::WatchEnded {
-                    prefix: self.prefix.clone(),
-                    reason: format!(
-                        "cancelled by etcd (compact revision {}): {}",
-                        resp.compact_revision(),
-                        resp.cancel_reason()
-                    ),
-                });
-            }
+            let resp = crate::next_watch_response(&mut self.stream, &self.prefix).await?;
             let ids: Vec<JobId> = resp
                 .events()
                 .iter()

@@ -72,3 +72,30 @@ pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<
         .with_keep_alive_while_idle(true);
     Ok(EtcdClient::connect(endpoints, Some(options)).await?)
 }
+
+/// The next response of a watch, or [`StoreError::WatchEnded`] if etcd closed
+/// or cancelled it (e.g. its start revision was compacted): the caller reloads
+/// and watches again rather than risk a missed event.
+pub(crate) async fn next_watch_response(
+    stream: &mut etcd_client::WatchStream,
+    prefix: &str,
+) -> Result<etcd_client::WatchResponse> {
+    let resp = stream
+        .message()
+        .await?
+        .ok_or_else(|| StoreError::WatchEnded {
+            prefix: prefix.to_string(),
+            reason: "stream closed".into(),
+        })?;
+    if resp.canceled() {
+        return Err(StoreError::WatchEnded {
+            prefix: prefix.to_string(),
+            reason: format!(
+                "cancelled by etcd (compact revision {}): {}",
+                resp.compact_revision(),
+                resp.cancel_reason()
+            ),
+        });
+    }
+    Ok(resp)
+}

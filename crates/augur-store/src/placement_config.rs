@@ -13,7 +13,7 @@ use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOption
 
 use crate::codec::{decode, encode};
 use crate::keys::Keys;
-use crate::{Result, StoreError};
+use crate::Result;
 
 /// A stored configuration and the revision that wrote it.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,24 +117,7 @@ impl PlacementConfigWatch {
     /// (the caller reads again and watches after the new revision).
     pub async fn next(&mut self) -> Result<PlacementConfigChange> {
         loop {
-            let resp = self
-                .stream
-                .message()
-                .await?
-                .ok_or_else(|| StoreError::WatchEnded {
-                    prefix: self.key.clone(),
-                    reason: "stream closed".into(),
-                })?;
-            if resp.canceled() {
-                return Err(StoreError::WatchEnded {
-                    prefix: self.key.clone(),
-                    reason: format!(
-                        "cancelled by etcd (compact revision {}): {}",
-                        resp.compact_revision(),
-                        resp.cancel_reason()
-                    ),
-                });
-            }
+            let resp = crate::next_watch_response(&mut self.stream, &self.key).await?;
             let mut latest = None;
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };

@@ -11,7 +11,7 @@ use etcd_client::{
 use crate::codec::{decode, encode};
 use crate::keys::{prefix_end, Keys};
 use crate::lease::LeaseHandle;
-use crate::{Result, StoreError};
+use crate::Result;
 
 /// A change in the set of registered workers.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,20 +127,7 @@ impl WorkerWatch {
     /// The next batch of registry changes.
     pub async fn next(&mut self) -> Result<Vec<WorkerEvent>> {
         loop {
-            let resp = self
-                .stream
-                .message()
-                .await?
-                .ok_or_else(|| StoreError::WatchEnded {
-                    prefix: self.prefix.clone(),
-                    reason: "stream closed".into(),
-                })?;
-            if resp.canceled() {
-                return Err(StoreError::WatchEnded {
-                    prefix: self.prefix.clone(),
-                    reason: resp.cancel_reason().to_string(),
-                });
-            }
+            let resp = crate::next_watch_response(&mut self.stream, &self.prefix).await?;
             let mut events = Vec::new();
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };

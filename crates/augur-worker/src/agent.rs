@@ -103,6 +103,20 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// Cancels every running attempt (their processes get TERM, grace, KILL).
+    pub(crate) fn cancel_all(&self) {
+        let tokens: Vec<CancellationToken> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|a| a.cancel.clone())
+            .collect();
+        for token in tokens {
+            token.cancel();
+        }
+    }
+
     fn send(&self, kind: Out) {
         let guard = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = guard.as_ref() {
@@ -208,16 +222,7 @@ pub async fn run(
     }
 
     // Stop what runs; its results stay in the buffer for the next start.
-    let running: Vec<CancellationToken> = agent
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .map(|a| a.cancel.clone())
-        .collect();
-    for token in running {
-        token.cancel();
-    }
+    agent.cancel_all();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !agent
         .running

@@ -61,16 +61,7 @@ pub(crate) async fn on_shutdown(
             "drain timeout passed; handing back what still runs"
         );
         agent.handing_back.store(true, Ordering::SeqCst);
-        let tokens: Vec<CancellationToken> = agent
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|a| a.cancel.clone())
-            .collect();
-        for token in tokens {
-            token.cancel();
-        }
+        agent.cancel_all();
         // The executor's own TERM → grace → KILL bounds this.
         let bound = agent_kill_bound(&agent);
         wait_until(Instant::now() + bound, || running(&agent) == 0).await;

@@ -8,6 +8,10 @@
 //! and it jumps the queue, so its ledger line (written the moment it starts)
 //! minus the signal time is "signal to a new leader dispatching". The new
 //! leader's log gives the election time too. These are printed, never asserted.
+//!
+//! Every chaos test (here and in `chaos_*.rs`) is named `chaos_*`, so
+//! `cargo nextest run -p augur-e2e -E 'test(/chaos_/)'` runs the set: about
+//! three minutes on two cores, the longest test under a minute.
 
 use std::collections::BTreeSet;
 use std::thread;

@@ -2,7 +2,8 @@
 //! its lease. Its jobs' processes keep running in their own process groups, as
 //! they would on the far side of a network partition. The leader requeues its
 //! attempts as lost and they finish elsewhere; when the worker comes back, the
-//! results of its stale attempts are acknowledged but not applied.
+//! results of its stale attempts are acknowledged but not applied. And a worker
+//! SIGKILLed a few times, to time worker-loss detection (kill to requeue).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
