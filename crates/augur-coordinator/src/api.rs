@@ -70,7 +70,7 @@ impl Api {
         record.trace_context = span.carrier();
         self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        let outcome = self.shared.jobs.create(&record).await;
+        let outcome = self.shared.leader_stores.jobs.create(&record).await;
         self.shared.breaker.record(&outcome);
         self.shared
             .metrics
@@ -181,7 +181,7 @@ impl JobService for Api {
         let id = parse_id(&request.into_inner().job_id)?;
         self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        let found = self.shared.jobs.get(&id).await;
+        let found = self.shared.leader_stores.jobs.get(&id).await;
         self.shared.breaker.record(&found);
         self.shared
             .metrics
@@ -225,6 +225,7 @@ impl JobService for Api {
         let started = std::time::Instant::now();
         let page = self
             .shared
+            .leader_stores
             .jobs
             .list(&states, page_size as usize, after.as_ref())
             .await;
@@ -274,7 +275,13 @@ impl JobService for Api {
                 Ok(mut client) => client.list_workers(request.into_inner()).await,
                 // No leader to ask: report registrations from etcd.
                 Err(_) => {
-                    let (workers, _) = self.shared.registry.list().await.map_err(store_status)?;
+                    let (workers, _) = self
+                        .shared
+                        .leader_stores
+                        .registry
+                        .list()
+                        .await
+                        .map_err(store_status)?;
                     let workers = workers
                         .iter()
                         .map(|w| worker_to_pb(w, 0, pb::WorkerState::Disconnected))
@@ -297,6 +304,7 @@ impl JobService for Api {
         self.shared.breaker.check()?;
         let changed = self
             .shared
+            .leader_stores
             .registry
             .set_draining(&id, !request.cancel)
             .await;
@@ -308,6 +316,7 @@ impl JobService for Api {
               worker_id = %id, result = "ok", "api call");
         let worker = self
             .shared
+            .leader_stores
             .registry
             .get(&id)
             .await
@@ -331,7 +340,8 @@ impl JobService for Api {
         let who = caller(&request);
         let request = request.into_inner();
         let name = request.name.clone();
-        let result = crate::schedule_api::create(&self.shared.schedules, request).await;
+        let result =
+            crate::schedule_api::create(&self.shared.leader_stores.schedules, request).await;
         info!(audit = true, caller = %who, action = "schedule_create", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -342,7 +352,7 @@ impl JobService for Api {
         _request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         self.shared.metrics.api("schedule");
-        crate::schedule_api::list(&self.shared.schedules)
+        crate::schedule_api::list(&self.shared.leader_stores.schedules)
             .await
             .map(Response::new)
     }
@@ -354,7 +364,7 @@ impl JobService for Api {
         self.shared.metrics.api("schedule");
         let who = caller(&request);
         let name = request.into_inner().name;
-        let result = crate::schedule_api::delete(&self.shared.schedules, &name).await;
+        let result = crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -367,8 +377,12 @@ impl JobService for Api {
         self.shared.metrics.api("schedule");
         let who = caller(&request);
         let request = request.into_inner();
-        let result =
-            crate::schedule_api::pause(&self.shared.schedules, &request.name, request.paused).await;
+        let result = crate::schedule_api::pause(
+            &self.shared.leader_stores.schedules,
+            &request.name,
+            request.paused,
+        )
+        .await;
         info!(audit = true, caller = %who, action = if request.paused { "schedule_pause" } else { "schedule_resume" },
               schedule = %request.name, result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)

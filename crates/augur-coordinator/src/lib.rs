@@ -95,11 +95,8 @@ pub enum CoordinatorError {
 /// State shared by the API, the worker streams and the leadership loop.
 pub(crate) struct Shared {
     pub node_id: String,
-    pub jobs: JobStore,
-    pub registry: WorkerRegistry,
     pub leadership: Leadership,
-    pub schedules: augur_store::ScheduleStore,
-    /// Everything a term of leadership writes to.
+    /// Everything a term of leadership writes to (and the API reads).
     pub leader_stores: leader::Stores,
     pub leader: watch::Sender<Option<LeaderHandle>>,
     pub next_conn: AtomicU64,
@@ -145,10 +142,7 @@ pub async fn run_on(
     };
     let shared = Arc::new(Shared {
         node_id: config.node_id.clone(),
-        jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
-        registry: WorkerRegistry::new(client.clone(), keys.clone()),
         leadership: Leadership::new(client.clone(), keys.clone()),
-        schedules: augur_store::ScheduleStore::new(client.clone(), keys.clone()),
         leader_stores: leader::Stores {
             jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
             registry: WorkerRegistry::new(client.clone(), keys.clone()),
