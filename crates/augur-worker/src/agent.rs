@@ -211,7 +211,8 @@ pub async fn run(
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 debug!(error = %e, "no stream to the leader");
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // Capped low: a new leader waits for its workers before dispatching.
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
         *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = None;
