@@ -166,6 +166,10 @@ pub async fn run_on(
         |conn| conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream)),
     );
     let server = tonic::transport::Server::builder()
+        // Pings notice a frozen worker (SIGSTOP, a long pause) whose kernel
+        // still holds its connection open.
+        .http2_keepalive_interval(Some(Duration::from_secs(2)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
         .add_service(JobServiceServer::new(api::Api {
             shared: shared.clone(),
         }))

@@ -12,7 +12,7 @@ use augur_placement::Scheduler;
 use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as Out;
 use augur_proto::v1::worker_message::Kind as In;
-use augur_store::{Fence, JobStore, WorkerEvent};
+use augur_store::{Fence, JobStore};
 use augur_telemetry::context::PhaseSpan;
 use augur_telemetry::CoordinatorMetrics;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ use crate::convert::{job_to_pb, report_from_pb, worker_to_pb};
 
 /// How long an assignment may go unreported by its worker's heartbeats before
 /// it is presumed never to have arrived.
-const ASSIGN_REPORT_GRACE: Duration = Duration::from_secs(15);
+pub(super) const ASSIGN_REPORT_GRACE: Duration = Duration::from_secs(15);
 /// Ids of recently finished jobs remembered, so late watch events are ignored
 /// without reading etcd.
 const RECENT_DONE: usize = 100_000;
@@ -47,6 +47,9 @@ pub(super) struct WorkerEntry {
     pub(super) used: u32,
     /// Jobs with an attempt out on this worker, and when it was sent.
     pub(super) attempts: HashMap<JobId, Instant>,
+    /// Set when its lease expired while its stream was still up (etcd trouble
+    /// rather than a dead worker): it gets a grace period to re-register.
+    pub(super) lease_lost_at: Option<Instant>,
 }
 
 impl WorkerEntry {
@@ -164,6 +167,7 @@ impl Brain {
                 _ = gauges.tick() => self.update_gauges(),
             }
             self.promote_delayed();
+            self.expire_lease_grace();
             self.finish_reconcile_if_done();
             if self.reconcile_until.is_none() {
                 self.dispatch();
@@ -293,7 +297,11 @@ impl Brain {
                     if entry.conn.as_ref().is_some_and(|c| c.id == conn) {
                         entry.conn = None;
                         self.scheduler.set_worker_available(&worker, false);
-                        info!(worker_id = %worker, "worker stream closed; its jobs stay until its lease expires");
+                        if entry.info.is_none() {
+                            self.worker_gone(&worker, "worker lease expired and its stream closed");
+                        } else {
+                            info!(worker_id = %worker, "worker stream closed; its jobs stay until its lease expires");
+                        }
                     }
                 }
             }
@@ -323,89 +331,6 @@ impl Brain {
         if job.state == JobState::Pending {
             debug!(job_id = %job.id, "job queued");
             self.insert(job);
-        }
-    }
-
-    fn worker_event(&mut self, event: WorkerEvent) {
-        match event {
-            WorkerEvent::Up(info) => {
-                let id = info.id.clone();
-                let entry = self.workers.entry(id.clone()).or_default();
-                let newly_draining =
-                    info.draining && !entry.info.as_ref().is_some_and(|old| old.draining);
-                if newly_draining {
-                    if let Some(conn) = &entry.conn {
-                        let drain = pb::CoordinatorMessage {
-                            kind: Some(Out::Drain(pb::Drain {})),
-                        };
-                        let _ = conn.tx.send(Ok(drain));
-                    }
-                    info!(worker_id = %id, running = entry.attempts.len(), "worker draining: no new placements");
-                }
-                let new_incarnation = entry
-                    .info
-                    .as_ref()
-                    .is_some_and(|old| old.lease_id != info.lease_id);
-                self.scheduler.worker_up(id.clone(), worker_spec(&info));
-                entry.info = Some(info);
-                if new_incarnation {
-                    info!(worker_id = %id, "worker re-registered under a new lease");
-                }
-                self.sync_availability(&id);
-            }
-            WorkerEvent::Down(id) => {
-                let Some(entry) = self.workers.get_mut(&id) else {
-                    return;
-                };
-                entry.info = None;
-                let lost: Vec<JobId> = entry.attempts.keys().copied().collect();
-                self.scheduler.worker_removed(&id);
-                warn!(worker_id = %id, jobs = lost.len(), "worker lease expired; requeuing its jobs");
-                for job in lost {
-                    if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
-                        self.lose(&job, attempt, &id, "worker lease expired");
-                    }
-                }
-            }
-        }
-    }
-
-    fn attached(&mut self, worker: WorkerId, conn: u64, hello: pb::Hello, tx: WorkerTx) {
-        let welcome = pb::CoordinatorMessage {
-            kind: Some(Out::Welcome(pb::Welcome {
-                leader: self.settings.node_id.clone(),
-                epoch: self.fence.epoch(),
-            })),
-        };
-        let _ = tx.send(Ok(welcome));
-        let entry = self.workers.entry(worker.clone()).or_default();
-        entry.conn = Some(Conn { id: conn, tx });
-        let placeable = entry.placeable();
-        self.scheduler.set_worker_available(&worker, placeable);
-        let reported: HashSet<(String, u32)> = hello
-            .running
-            .iter()
-            .map(|a| (a.job_id.clone(), a.attempt))
-            .collect();
-        let unknown: Vec<JobId> = entry
-            .attempts
-            .keys()
-            .filter(|id| {
-                let attempt = self.jobs.get(id).map_or(0, |j| j.attempt);
-                !reported.contains(&(id.to_string(), attempt))
-            })
-            .copied()
-            .collect();
-        info!(worker_id = %worker, running = hello.running.len(), "worker attached");
-        for job in unknown {
-            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
-                self.lose(
-                    &job,
-                    attempt,
-                    &worker,
-                    "worker does not know the attempt after reconnecting",
-                );
-            }
         }
     }
 
@@ -444,12 +369,12 @@ impl Brain {
         info!(policy = %self.scheduler.policy(), "placement configuration applied");
     }
 
-    fn sync_availability(&mut self, id: &WorkerId) {
+    pub(super) fn sync_availability(&mut self, id: &WorkerId) {
         let placeable = self.workers.get(id).is_some_and(|e| e.placeable());
         self.scheduler.set_worker_available(id, placeable);
     }
 
-    fn send(&self, worker: &WorkerId, msg: Out) {
+    pub(super) fn send(&self, worker: &WorkerId, msg: Out) {
         if let Some(conn) = self.workers.get(worker).and_then(|e| e.conn.as_ref()) {
             let _ = conn.tx.send(Ok(pb::CoordinatorMessage { kind: Some(msg) }));
         }
@@ -591,7 +516,7 @@ impl Brain {
     }
 
     /// The attempt is gone with its worker (or never reached it).
-    fn lose(&mut self, id: &JobId, attempt: u32, worker: &WorkerId, reason: &str) {
+    pub(super) fn lose(&mut self, id: &JobId, attempt: u32, worker: &WorkerId, reason: &str) {
         let Some(job) = self.jobs.get(id) else { return };
         if job.attempt != attempt
             || job.worker_id.as_ref() != Some(worker)
@@ -670,62 +595,6 @@ impl Brain {
             }
             Err(e) => {
                 let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
-            }
-        }
-    }
-
-    /// Assignments that the worker's heartbeats never confirmed are presumed lost.
-    fn check_unreported(&mut self) {
-        let mut stale = Vec::new();
-        for (worker, entry) in &self.workers {
-            if entry.conn.is_none() {
-                continue;
-            }
-            for (job, sent) in &entry.attempts {
-                if sent.elapsed() > ASSIGN_REPORT_GRACE {
-                    stale.push((worker.clone(), *job));
-                }
-            }
-        }
-        for (worker, job) in stale {
-            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
-                self.lose(
-                    &job,
-                    attempt,
-                    &worker,
-                    "worker has not reported the attempt",
-                );
-            }
-        }
-    }
-
-    fn finish_reconcile_if_done(&mut self) {
-        let Some(until) = self.reconcile_until else {
-            return;
-        };
-        let waiting = self
-            .workers
-            .values()
-            .any(|e| !e.attempts.is_empty() && e.conn.is_none());
-        if waiting && Instant::now() < until {
-            return;
-        }
-        self.reconcile_until = None;
-        let orphans: Vec<(WorkerId, JobId)> = self
-            .workers
-            .iter()
-            .filter(|(_, e)| e.conn.is_none() || e.info.is_none())
-            .flat_map(|(w, e)| e.attempts.keys().map(move |j| (w.clone(), *j)))
-            .collect();
-        info!(orphans = orphans.len(), "reconciliation done; dispatching");
-        for (worker, job) in orphans {
-            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
-                self.lose(
-                    &job,
-                    attempt,
-                    &worker,
-                    "worker did not reconnect after leader change",
-                );
             }
         }
     }

@@ -12,6 +12,7 @@ mod dispatch;
 mod learning;
 mod observe;
 mod schedules;
+mod workers;
 pub(crate) mod writer;
 
 use std::sync::Arc;
