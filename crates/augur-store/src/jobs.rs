@@ -308,6 +308,32 @@ impl JobStore {
         })
     }
 
+    /// Compacts etcd's history to `keep` revisions before the current one, so
+    /// the database does not grow without bound; returns the revision compacted
+    /// to, if any. Watches that far behind would be cancelled (their owners
+    /// reload), so `keep` should be generous.
+    pub async fn compact_history(&self, keep: i64) -> Result<Option<i64>> {
+        let resp = self
+            .client
+            .clone()
+            .get(
+                self.keys.prefix(),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await?;
+        let current = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let target = current - keep;
+        if target <= 0 {
+            return Ok(None);
+        }
+        match self.client.clone().compact(target, None).await {
+            Ok(_) => Ok(Some(target)),
+            // Already compacted past it (by etcd's own auto-compaction): fine.
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes finished jobs (record, finished-index entry, idempotency key) that
     /// finished before `cutoff_ms`, and beyond the newest `keep_max`. Returns how
     /// many were removed. Fenced: only the leader cleans up.

@@ -287,6 +287,9 @@ pub(crate) fn spawn_load(jobs: JobStore, ids: Vec<JobId>, tx: mpsc::UnboundedSen
     });
 }
 
+/// Revisions of history the leader leaves when it compacts etcd.
+const COMPACTION_KEEP_REVISIONS: i64 = 200_000;
+
 /// Removes finished jobs past their retention, periodically.
 async fn janitor(
     (jobs, runs): (JobStore, augur_store::RunHistory),
@@ -311,6 +314,13 @@ async fn janitor(
                 return;
             }
             Err(e) => warn!(error = %e, "retention pass failed"),
+        }
+        // etcd keeps every revision until compacted; keep a generous window
+        // (watches further behind than this would have to reload).
+        match jobs.compact_history(COMPACTION_KEEP_REVISIONS).await {
+            Ok(Some(rev)) => info!(revision = rev, "etcd history compacted"),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "etcd compaction failed"),
         }
         let run_cutoff = augur_core::now_ms() - settings.run_retention.as_millis() as i64;
         match runs
