@@ -60,6 +60,31 @@ fn attr<'a>(span: &'a ReceivedSpan, key: &str) -> &'a str {
         })
 }
 
+/// Prints the trace as an indented tree (visible with `--nocapture`).
+fn print_tree(spans: &[ReceivedSpan]) {
+    fn walk(spans: &[ReceivedSpan], parent: &str, depth: usize) {
+        for span in spans.iter().filter(|s| s.parent_span_id == parent) {
+            let mut keys: Vec<_> = span
+                .attributes
+                .iter()
+                .filter(|(k, _)| !k.starts_with("augur.job.id"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            keys.sort();
+            eprintln!("{}{} [{}] {}", "  ".repeat(depth), span.name, span.service, keys.join(" "));
+            walk(spans, &span.span_id, depth + 1);
+        }
+    }
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let root = spans
+        .iter()
+        .find(|s| !ids.contains(s.parent_span_id.as_str()))
+        .map(|s| s.parent_span_id.clone())
+        .unwrap_or_default();
+    eprintln!("trace {}:", spans.first().map(|s| s.trace_id.as_str()).unwrap_or(""));
+    walk(spans, &root, 1);
+}
+
 fn has_all_phases(spans: &[ReceivedSpan]) -> bool {
     PHASES.iter().all(|p| spans.iter().any(|s| s.name == *p))
 }
@@ -81,6 +106,7 @@ fn one_trace_follows_a_job_from_submit_into_its_process() {
     let (trace_id, job_parent) = printed_traceparent(json_str(&job, "stdout_tail"));
 
     let spans = receiver.wait_trace(&trace_id, DEADLINE, "every phase span", has_all_phases);
+    print_tree(&spans);
     let submit = one(&spans, "job.submit");
     assert_eq!(submit.service, "augur-coordinator");
     assert_eq!(attr(submit, "rpc.system"), "grpc");
