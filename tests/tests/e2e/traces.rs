@@ -71,7 +71,13 @@ fn print_tree(spans: &[ReceivedSpan]) {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             keys.sort();
-            eprintln!("{}{} [{}] {}", "  ".repeat(depth), span.name, span.service, keys.join(" "));
+            eprintln!(
+                "{}{} [{}] {}",
+                "  ".repeat(depth),
+                span.name,
+                span.service,
+                keys.join(" ")
+            );
             walk(spans, &span.span_id, depth + 1);
         }
     }
@@ -81,7 +87,10 @@ fn print_tree(spans: &[ReceivedSpan]) {
         .find(|s| !ids.contains(s.parent_span_id.as_str()))
         .map(|s| s.parent_span_id.clone())
         .unwrap_or_default();
-    eprintln!("trace {}:", spans.first().map(|s| s.trace_id.as_str()).unwrap_or(""));
+    eprintln!(
+        "trace {}:",
+        spans.first().map(|s| s.trace_id.as_str()).unwrap_or("")
+    );
     walk(spans, &root, 1);
 }
 

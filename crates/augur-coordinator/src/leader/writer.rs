@@ -24,6 +24,9 @@ use tracing::{error, warn};
 use super::{LeaderInput, WorkerTx};
 use crate::convert::job_to_pb;
 
+/// How long a batch holding only "running" records may wait for company.
+const LAZY_WRITE_DELAY: Duration = Duration::from_millis(100);
+
 /// Most records committed together (etcd's op limit splits it further).
 const MAX_BATCH: usize = 2048;
 
@@ -89,6 +92,7 @@ async fn run(
     let mut index: HashMap<JobId, usize> = HashMap::new();
     let mut actions: Vec<AfterCommit> = Vec::new();
     let mut backoff = Duration::from_millis(50);
+    let mut lazy_since: Option<tokio::time::Instant> = None;
     loop {
         if records.is_empty() {
             tokio::select! {
@@ -112,6 +116,32 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // A batch of only "now running" records can wait a little: nothing
+        // waits on it, and the attempt's result usually arrives soon and
+        // replaces it, saving a transaction per short job.
+        let lazy = actions.is_empty()
+            && extra.is_empty()
+            && records
+                .iter()
+                .all(|r| r.state == augur_core::JobState::Running);
+        if lazy {
+            let since = lazy_since.get_or_insert_with(tokio::time::Instant::now);
+            let deadline = *since + LAZY_WRITE_DELAY;
+            if tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = demote.cancelled() => return,
+                    req = rx.recv() => {
+                        match req {
+                            Some(req) => add(&mut records, &mut index, &mut actions, &mut extra, &runs, req),
+                            None => return,
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        }
+        lazy_since = None;
         let writes: Vec<JobWrite> = records
             .iter()
             .map(|job| JobWrite {
