@@ -102,10 +102,18 @@ fn runs_train_a_model_that_a_new_leader_loads_and_config_changes_apply_live() {
     });
 
     // A placement configuration applies live, without a restart.
-    cluster.cli_ok(&["placement", "set", "--policy", "least-loaded"]);
+    let out = cluster.cli_any(&["placement", "set", "--policy", "least-loaded"]);
+    assert!(out.status.success(), "{out:?}");
     poll_until(DEADLINE, "least-loaded decisions", || {
-        let id = cluster.submit(&["--", "true"]);
-        cluster.wait_terminal(&id, DEADLINE);
+        let id = cluster.submit_via(coordinator_index(&new), &["--", "true"]);
+        // Coordinator c1 may be the one killed: ask whoever answers.
+        poll_until(DEADLINE, format!("job {id} to end"), || {
+            match cluster.json_any(&["get", &id]) {
+                Ok(job) if augur_e2e::is_terminal(&job) => Ok(()),
+                Ok(job) => Err(json_str(&job, "state").to_string()),
+                Err(e) => Err(e),
+            }
+        });
         let n = decisions(&cluster, &new, "least-loaded");
         if n >= 1.0 {
             Ok(())

@@ -173,10 +173,17 @@ impl Brain {
             return;
         }
         self.reconcile_until = None;
+        // Attached but not registered (its lease lapsed in an etcd outage):
+        // alive, so it gets the same grace to re-register as during a term.
+        for entry in self.workers.values_mut() {
+            if entry.conn.is_some() && entry.info.is_none() && !entry.attempts.is_empty() {
+                entry.lease_lost_at.get_or_insert_with(Instant::now);
+            }
+        }
         let orphans: Vec<(WorkerId, JobId)> = self
             .workers
             .iter()
-            .filter(|(_, e)| e.conn.is_none() || e.info.is_none())
+            .filter(|(_, e)| e.conn.is_none())
             .flat_map(|(w, e)| e.attempts.keys().map(move |j| (w.clone(), *j)))
             .collect();
         info!(orphans = orphans.len(), "reconciliation done; dispatching");
