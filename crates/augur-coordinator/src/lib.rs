@@ -142,7 +142,9 @@ pub async fn run_on(
     };
     let shared = Arc::new(Shared {
         node_id: config.node_id.clone(),
-        leadership: Leadership::new(client.clone(), keys.clone()),
+        // Campaigning blocks until this node leads: no request timeout there.
+        leadership: Leadership::new(client.clone(), keys.clone())
+            .with_campaign_client(augur_store::connect_blocking(&config.etcd_endpoints).await?),
         leader_stores: leader::Stores {
             jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
             registry: WorkerRegistry::new(client.clone(), keys.clone()),

@@ -49,12 +49,25 @@ impl Fence {
 #[derive(Clone)]
 pub struct Leadership {
     client: Client,
+    /// For the campaign, which blocks until this node leads (no request timeout).
+    campaign_client: Client,
     keys: Keys,
 }
 
 impl Leadership {
     pub fn new(client: Client, keys: Keys) -> Self {
-        Leadership { client, keys }
+        Leadership {
+            campaign_client: client.clone(),
+            client,
+            keys,
+        }
+    }
+
+    /// Campaigns through `client` (one without a request timeout, see
+    /// [`crate::connect_blocking`]); other calls keep their timeout.
+    pub fn with_campaign_client(mut self, client: Client) -> Self {
+        self.campaign_client = client;
+        self
     }
 
     /// Waits until this node leads, campaigning under `lease`. Returns the fence
@@ -70,7 +83,7 @@ impl Leadership {
             node_id: node_id.to_string(),
             address: address.to_string(),
         });
-        let mut c = self.client.clone();
+        let mut c = self.campaign_client.clone();
         let resp = c.campaign(self.keys.election(), value, lease.id()).await?;
         let leader = resp.leader().ok_or_else(|| {
             etcd_client::Error::ElectError("campaign answered without a leader key".into())

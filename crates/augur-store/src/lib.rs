@@ -73,6 +73,17 @@ pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<
     Ok(EtcdClient::connect(endpoints, Some(options)).await?)
 }
 
+/// A client without a per-request timeout, for calls that block by design
+/// (a campaign waits until this node leads). Dead connections are still noticed
+/// by HTTP/2 keep-alive pings.
+pub async fn connect_blocking(endpoints: &[String]) -> Result<EtcdClient> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+        .with_keep_alive_while_idle(true);
+    Ok(EtcdClient::connect(endpoints, Some(options)).await?)
+}
+
 /// The next response of a watch, or [`StoreError::WatchEnded`] if etcd closed
 /// or cancelled it (e.g. its start revision was compacted): the caller reloads
 /// and watches again rather than risk a missed event.
