@@ -60,6 +60,11 @@ impl WorkerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A placeholder for "no worker yet" (an empty id, which `new` refuses).
+    pub fn unknown() -> Self {
+        WorkerId(String::new())
+    }
 }
 
 /// Checks a node id (worker or coordinator) for use in keys and labels.

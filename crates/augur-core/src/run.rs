@@ -205,29 +205,15 @@ impl RunRecord {
     /// A record holding only what is known at submission (for predicting a job
     /// that has not run): measured fields are zero, the worker unknown.
     pub fn for_submission(job: &JobRecord) -> RunRecord {
-        let spec = &job.spec;
-        RunRecord {
-            v: RUN_RECORD_VERSION,
-            job_id: job.id.to_string(),
-            name: spec.name.clone(),
-            command: spec.command.clone(),
-            user: user_of(&spec.labels),
-            labels: spec.labels.clone(),
-            priority: spec.priority,
-            requested_slots: spec.resources.slots,
-            requested_cpu_millis: spec.resources.cpu_millis,
-            requested_memory_bytes: spec.resources.memory_bytes,
-            hints: hints_of(&spec.labels),
-            requested_time_s: spec.timeout_ms.map(|ms| ms as f64 / 1000.0),
-            submitted_at_ms: job.submitted_at_ms,
-            worker_id: String::new(),
-            worker_speed: 1.0,
-            queue_wait_ms: 0,
-            runtime_ms: 0,
-            outcome: String::new(),
-            attempt: job.attempt,
-            finished_at_ms: 0,
-        }
+        Self::build(
+            job,
+            &WorkerId::unknown(),
+            1.0,
+            job.submitted_at_ms,
+            0,
+            String::new(),
+            0,
+        )
     }
 
     /// The runtime this attempt would have had on a speed-1 worker, in seconds.
