@@ -101,7 +101,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => {
-                logging::init(cli.log_format, "info");
+                // The banner and the demo print to stdout; logs would drown
+                // them, so only warnings by default (RUST_LOG=info for all).
+                logging::init(cli.log_format, "warn");
                 dev::run(args).await.map(|_| ExitCode::SUCCESS)
             }
             Command::Coordinator(args) => {
