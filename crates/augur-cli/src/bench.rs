@@ -40,11 +40,19 @@ pub struct BenchArgs {
     /// etcd binary (default: `etcd` on PATH).
     #[arg(long)]
     etcd_bin: Option<std::path::PathBuf>,
+    /// Instead: run one workload under least-loaded and under predictive on
+    /// workers of speeds 1, 2, 4 (process executor) and compare mean job
+    /// completion time; this many jobs per class per burst.
+    #[arg(long)]
+    compare_placement: Option<usize>,
 }
 
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
     if args.jobs == 0 || args.concurrency == 0 {
         anyhow::bail!("--jobs and --concurrency must be positive");
+    }
+    if let Some(per_class) = args.compare_placement {
+        return compare_placement(&args, per_class).await;
     }
     let executor = match args.executor {
         ExecutorKind::Null => augur_worker::executor::Executor::Null,
@@ -261,4 +269,26 @@ async fn measure(
         percentile(&latencies, 0.99),
         wall,
     ))
+}
+
+async fn compare_placement(args: &BenchArgs, per_class: usize) -> anyhow::Result<()> {
+    if per_class == 0 {
+        anyhow::bail!("--compare-placement must be positive");
+    }
+    let cluster = LocalCluster::start(LocalSpec {
+        data_dir: None,
+        listen: "127.0.0.1:0".parse()?,
+        workers: crate::dev::DEV_SPEEDS.len() as u32,
+        slots: args.slots.min(4),
+        executor: augur_worker::executor::Executor::Process(Default::default()),
+        etcd_bin: args.etcd_bin.clone(),
+        max_txn_ops: 1024,
+        retention_count: 100_000,
+        metrics: augur_telemetry::Metrics::new(true, true),
+    })
+    .await?;
+    let report = crate::bench_placement::compare(&cluster.endpoint, per_class).await;
+    cluster.stop().await;
+    println!("{}", report?);
+    Ok(())
 }

@@ -8,14 +8,14 @@ use augur_proto::v1 as pb;
 use augur_proto::v1::placement_service_client::PlacementServiceClient;
 
 /// Job classes and their runtime on a speed-1 worker, seconds.
-const CLASSES: [(&str, f64); 3] = [
+pub(crate) const CLASSES: [(&str, f64); 3] = [
     ("report-short", 0.2),
     ("etl-medium", 0.8),
     ("train-long", 2.0),
 ];
 const JOBS_PER_CLASS: usize = 12;
 
-fn job(name: &str, seconds: f64) -> pb::SubmitJobRequest {
+pub(crate) fn job(name: &str, seconds: f64) -> pb::SubmitJobRequest {
     // Sleep the class's duration divided by the worker's declared speed.
     let script = format!(
         r#"sleep $(awk -v s="${{AUGUR_WORKER_SPEED:-1}}" 'BEGIN {{ printf "%.3f", {seconds} / s }}')"#

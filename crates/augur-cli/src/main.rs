@@ -2,6 +2,7 @@
 //! dev cluster, or talk to a cluster's API.
 
 mod bench;
+mod bench_placement;
 mod client;
 mod demo;
 mod dev;
