@@ -6,8 +6,7 @@
 //! group (as [`Cluster::kill_worker`] does). Job processes run in process groups of
 //! their own, so they outlive a killed or stopped worker, as on a real crash.
 
-use std::io::Read;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,61 +41,20 @@ pub fn coordinator_name(index: usize) -> String {
     format!("c{}", index + 1)
 }
 
-/// Runs a short command, capturing its output; Err (after killing it) if it has
-/// not exited within `bound`. Unlike [`crate::process::run_with_timeout`] a hang
-/// is an outcome the caller asserts on, not a panic.
-pub fn run_bounded(command: &mut Command, bound: Duration) -> Result<Output, String> {
-    let description = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buffer = Vec::new();
-            if let Some(mut pipe) = pipe {
-                // A read error only truncates what is shown.
-                let _ = pipe.read_to_end(&mut buffer);
-            }
-            buffer
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + bound;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    match status {
-        Some(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => Err(format!("{description} did not return within {bound:?}")),
-    }
+pub use crate::process::run_bounded;
+
+/// Lease TTL of the chaos clusters: short, so failovers happen in seconds.
+pub const CHAOS_LEASE_TTL: &str = "2s";
+
+/// The chaos tests' cluster: 3 coordinators, 3 workers of 4 slots.
+pub fn chaos_cluster() -> Cluster {
+    Cluster::start(crate::ClusterConfig {
+        coordinators: 3,
+        workers: 3,
+        worker_slots: 4,
+        lease_ttl: CHAOS_LEASE_TTL,
+        ..crate::ClusterConfig::default()
+    })
 }
 
 fn send(pid: u32, signal: i32, name: &str) {

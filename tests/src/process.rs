@@ -129,6 +129,13 @@ pub fn kill_group(pid: u32) {
 /// command) if it has not exited within `timeout`, so a hung CLI call fails the
 /// test instead of hanging it.
 pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Output {
+    run_bounded(command, timeout).unwrap_or_else(|hung| panic!("{hung}"))
+}
+
+/// Runs a short command, capturing its output; Err (after killing it) if it has
+/// not exited within `bound`. Unlike [`run_with_timeout`] a hang is an outcome
+/// the caller can assert on, not a panic.
+pub fn run_bounded(command: &mut Command, bound: Duration) -> Result<Output, String> {
     let description = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::null())
@@ -138,20 +145,20 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Output {
         .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_with_deadline(&mut child, timeout);
-    let stdout = stdout.join().expect("stdout reader thread");
-    let stderr = stderr.join().expect("stderr reader thread");
+    let status = wait_with_deadline(&mut child, bound);
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
     match status {
-        Some(status) => Output {
+        Some(status) => Ok(Output {
             status,
             stdout,
             stderr,
-        },
-        None => panic!(
-            "{description} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+        }),
+        None => Err(format!(
+            "{description} did not return within {bound:?}\nstdout: {}\nstderr: {}",
             String::from_utf8_lossy(&stdout),
             String::from_utf8_lossy(&stderr)
-        ),
+        )),
     }
 }
 

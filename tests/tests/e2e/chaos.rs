@@ -18,12 +18,11 @@ use std::thread;
 use std::time::Duration;
 
 use augur_e2e::{
-    coordinator_index, ledger_script, poll_until, unix_now, Audit, Cluster, ClusterConfig, Figure,
-    Ledger,
+    coordinator_index, ledger_script, poll_until, unix_now, Audit, Cluster, Figure, Ledger,
 };
 
 /// Lease TTL of every process: failover should take about this plus ~0.5 s.
-const LEASE_TTL: &str = "2s";
+use augur_e2e::chaos::{chaos_cluster, CHAOS_LEASE_TTL as LEASE_TTL};
 /// Short jobs of the big workload.
 const SHORT_JOBS: usize = 300;
 const SHORT_JOB_SECONDS: f64 = 0.2;
@@ -34,16 +33,6 @@ const IN_FLIGHT: usize = 12;
 const IN_FLIGHT_SECONDS: f64 = 0.5;
 /// A bound on "stuck", not on speed.
 const DEADLINE: Duration = Duration::from_secs(180);
-
-fn chaos_cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        coordinators: 3,
-        workers: 3,
-        worker_slots: 4,
-        lease_ttl: LEASE_TTL,
-        ..ClusterConfig::default()
-    })
-}
 
 /// What a takeover looked like, in seconds after the old leader's signal.
 struct Takeover {

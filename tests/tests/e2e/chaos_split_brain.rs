@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use augur_e2e::{
     coordinator_index, coordinator_name, ledger_script, poll_until, unix_now, Audit, Cluster,
-    ClusterConfig, Ledger, Submitter,
+    Ledger, Submitter,
 };
 
-const LEASE_TTL: &str = "2s";
+use augur_e2e::chaos::chaos_cluster;
 /// How long the old leader stays frozen: well past its lease TTL, and long
 /// enough for the new leader to reconcile (TTL + 2 s at most) and dispatch.
 const FROZEN: Duration = Duration::from_secs(8);
@@ -32,16 +32,6 @@ const CLI_BOUND: Duration = Duration::from_secs(15);
 const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
 /// A bound on "stuck", not on speed.
 const DEADLINE: Duration = Duration::from_secs(180);
-
-fn chaos_cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        coordinators: 3,
-        workers: 3,
-        worker_slots: 4,
-        lease_ttl: LEASE_TTL,
-        ..ClusterConfig::default()
-    })
-}
 
 /// Submits a batch of ledger jobs through coordinator `via`; returns their ids.
 fn batch(cluster: &Cluster, via: usize, script: &str, name: &str) -> Vec<String> {
