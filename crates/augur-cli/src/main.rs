@@ -7,6 +7,7 @@ mod client;
 mod demo;
 mod dev;
 mod etcd;
+mod health;
 mod logging;
 mod placement;
 mod render;
@@ -73,6 +74,8 @@ enum Command {
     Drain(client::DrainArgs),
     /// Show the leader, its epoch and the workers.
     Cluster,
+    /// Exit 0 if the local coordinator (or, --role worker, worker) is healthy; for container health checks.
+    Health(health::HealthArgs),
     /// Measure throughput and latency on a cluster of its own.
     Bench(bench::BenchArgs),
     /// Recorded runs: `runs export` writes them as JSON lines.
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             Command::Drain(args) => client::drain(&cli.endpoint, cli.output, args).await,
             Command::Schedule(command) => schedule::run(&cli.endpoint, cli.output, command).await,
             Command::Cluster => client::cluster(&cli.endpoint, cli.output).await,
+            Command::Health(args) => health::run(&cli.endpoint, args).await,
             Command::Runs(command) => placement::runs(&cli.endpoint, command).await,
             Command::Tune(args) => placement::tune_runs(&cli.endpoint, cli.output, args).await,
             Command::Model(args) => placement::model(&cli.endpoint, cli.output, args).await,
