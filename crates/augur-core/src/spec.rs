@@ -311,10 +311,12 @@ impl JobSpecInput {
 
         let timeout = optional_duration("spec.timeout", &self.timeout)?;
         if let Some(t) = timeout {
-            if t.is_zero() {
+            // Stored in whole milliseconds: a sub-millisecond timeout would
+            // become 0, which no attempt can meet.
+            if t < Duration::from_millis(1) {
                 return Err(invalid(
                     "spec.timeout",
-                    "must be positive (leave empty for no timeout)",
+                    "must be at least 1ms (leave empty for no timeout)",
                 ));
             }
             if t > MAX_TIMEOUT {

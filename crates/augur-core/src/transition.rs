@@ -127,7 +127,8 @@ pub fn apply(job: &JobRecord, event: &Event) -> Result<JobRecord, TransitionErro
                 return Err(wrong());
             }
             next.state = JobState::Assigned;
-            next.attempt = job.attempt + 1;
+            // Saturating: counters come from stored records, which may be hostile.
+            next.attempt = job.attempt.saturating_add(1);
             next.worker_id = Some(worker.clone());
             next.epoch = *epoch;
             next.started_at_ms = None;
@@ -162,7 +163,7 @@ pub fn apply(job: &JobRecord, event: &Event) -> Result<JobRecord, TransitionErro
             if !job.state.is_active() {
                 return Err(wrong());
             }
-            next.lost_attempts += 1;
+            next.lost_attempts = next.lost_attempts.saturating_add(1);
             next.worker_id = None;
             if job.cancel_requested {
                 end(&mut next, JobState::Cancelled, *now_ms);
@@ -239,7 +240,7 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
         _ if !report.message.is_empty() => report.message.clone(),
         _ => "failed".to_string(),
     };
-    next.failed_attempts += 1;
+    next.failed_attempts = next.failed_attempts.saturating_add(1);
     if next.cancel_requested {
         end(next, JobState::Cancelled, now_ms);
         next.message = format!("cancelled; attempt {attempt} ended with {why}");
@@ -250,7 +251,7 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
             .backoff_ms(next.failed_attempts, jitter_sample);
         next.state = JobState::Pending;
         next.worker_id = None;
-        next.not_before_ms = now_ms + backoff as i64;
+        next.not_before_ms = now_ms.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX));
         next.finished_at_ms = None;
         next.message = format!(
             "attempt {attempt} failed ({why}); retry {} of {} in {backoff} ms",
