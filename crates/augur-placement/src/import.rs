@@ -12,7 +12,7 @@
 //! | job number | `job_id = "swf-<n>"` |
 //! | submit time (+ `UnixStartTime` header) | `submitted_at_ms` |
 //! | wait time | `queue_wait_ms` (unknown → 0) |
-//! | run time | `runtime_ms` (unknown → the job is skipped and counted) |
+//! | run time | `runtime_ms` (unknown → the job is skipped and counted; under the 1 s resolution → 1 s) |
 //! | requested processors (else allocated) | `requested_cpu_millis` (1000 per processor): a feature, not a slot demand |
 //! | requested time | `requested_time_s` |
 //! | requested memory (KB) | `requested_memory_bytes` |
@@ -28,6 +28,9 @@ use std::io::{BufRead, BufReader, Read};
 
 use augur_core::run::RUN_RECORD_VERSION;
 use augur_core::RunRecord;
+
+/// Resolution of SWF run times, seconds.
+const SWF_RESOLUTION_S: f64 = 1.0;
 
 /// Why a trace could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,7 +202,8 @@ fn swf_record(text: &str, unix_start: i64) -> Result<Option<RunRecord>, String> 
     }
     let submitted_at_ms = unix_start * 1000 + (submit * 1000.0) as i64;
     let queue_wait_ms = (wait * 1000.0) as u64;
-    let runtime_ms = (run * 1000.0) as u64;
+    // SWF records whole seconds: a 0 means "under a second", read as 1 s.
+    let runtime_ms = (run.max(SWF_RESOLUTION_S) * 1000.0) as u64;
     Ok(Some(RunRecord {
         v: RUN_RECORD_VERSION,
         job_id: format!("swf-{job}"),

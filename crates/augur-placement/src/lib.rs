@@ -21,3 +21,5 @@ pub use sim::{parse_workers, simulate, SimOptions, SimResult, WorkerGroup};
 pub use tune::{tune, Recommendation, TuneError, TuneOptions, TuneReport};
 #[cfg(test)]
 mod tests;
+/// The runtime predictor the scheduler uses (for callers that evaluate it).
+pub use augur_predict as predict;

@@ -24,8 +24,11 @@ use std::collections::HashMap;
 use augur_core::RunRecord;
 use serde::{Deserialize, Serialize};
 
-/// Shortest runtime the model distinguishes, in seconds.
-pub const MIN_RUNTIME_S: f64 = 1.0;
+/// Shortest runtime the model distinguishes, in seconds: about what starting a
+/// process costs. (It was 1 s, the resolution of SWF traces, which made every
+/// sub-second job look alike live; the SWF importer now reads runs shorter
+/// than its resolution as 1 s instead.)
+pub const MIN_RUNTIME_S: f64 = 0.01;
 
 /// Runtimes remembered per template value.
 pub const RECENT: usize = 5;

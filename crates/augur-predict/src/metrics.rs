@@ -107,7 +107,7 @@ mod tests {
         let mut acc = QualityAccumulator::default();
         acc.add(10.0, 10.0); // exact
         acc.add(10.0, 40.0); // 4x under
-        acc.add(0.0, 0.5); // both floored to 1 s: exact
+        acc.add(0.0, MIN_RUNTIME_S / 2.0); // both floored to MIN_RUNTIME_S: exact
         acc.add(30.0, 20.0); // 1.5x over
         let q = acc.finish("x");
         assert_eq!(q.within_2x, 0.75);

@@ -345,10 +345,7 @@ fn fit_gate(
     let mut gate = Vec::with_capacity(CANDIDATE_KINDS);
     for (kind_rows, kind_hits) in rows.iter().zip(&hits) {
         if kind_rows.len() < GATE_FEATURES * 4 {
-            // Too little evidence: a constant, pessimistic score.
-            let mut w = vec![0.0; GATE_FEATURES];
-            w[0] = -1.0;
-            gate.push(w);
+            gate.push(prior_gate());
             continue;
         }
         let n = kind_rows.len();
@@ -376,6 +373,23 @@ fn fit_gate(
         gate.push(w);
     }
     Ok(gate)
+}
+
+/// The gate of a candidate kind with too little evidence to fit one: a
+/// pessimistic score (below any fitted gate's, which estimate a hit rate in
+/// [0, 1]) that still prefers the candidate whose template has been right
+/// lately. Without it a model trained on few runs — or only on bursts, where
+/// no job had finished when the others were submitted, so every training row
+/// saw an empty history — scored every candidate alike and took the first
+/// (the user's last run), whatever the job's class.
+pub(crate) fn prior_gate() -> Vec<f64> {
+    let mut w = vec![0.0; GATE_FEATURES];
+    w[0] = -1.0;
+    // Recent ln error (lower is better) and hit rate, then history count.
+    w[1] = -0.1;
+    w[2] = 0.1;
+    w[3] = 0.01;
+    w
 }
 
 /// A job cannot run longer than it asked for (it would be killed), so the

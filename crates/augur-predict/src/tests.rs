@@ -210,3 +210,63 @@ proptest! {
         prop_assert!(p.seconds.is_finite() && p.seconds > 0.0);
     }
 }
+
+/// Bursts like `augur bench --compare-placement`'s: every job of a burst is
+/// submitted before any has finished, classes interleaved, run on workers of
+/// speeds 1, 2 and 4 in turn (recorded runtimes are divided by the speed).
+fn demo_bursts(bursts: usize, per_class: usize) -> Vec<RunRecord> {
+    let classes = [
+        ("report-short", 0.2),
+        ("etl-medium", 0.8),
+        ("train-long", 2.0),
+    ];
+    let mut records = Vec::new();
+    for b in 0..bursts {
+        let start = b as i64 * 120_000;
+        for i in 0..per_class * classes.len() {
+            let (name, work) = classes[(i + b) % classes.len()];
+            let speed = [1.0, 2.0, 4.0][i % 3];
+            let n = records.len() as i64;
+            let mut r = record(n, "demo", name, work / speed);
+            r.command = "sh".into();
+            r.worker_speed = speed;
+            r.submitted_at_ms = start + i as i64 * 20;
+            r.finished_at_ms = start + 30_000 + i as i64 * 100;
+            records.push(r);
+        }
+    }
+    records
+}
+
+// Regression: a model trained only on bursts (no job had finished when any was
+// submitted) must still tell the demo's classes apart once history exists.
+#[test]
+fn model_trained_on_bursts_separates_classes() {
+    let records = demo_bursts(1, 10);
+    let config = TrainConfig {
+        min_records: 20,
+        ..TrainConfig::default()
+    };
+    let model = train(&records, &config, 1, 0).expect("trains");
+    let predictor = RuntimePredictor::with_model(
+        Some(model),
+        History::from_records(&records),
+        PredictorConfig::default(),
+    );
+    let mut seen = Vec::new();
+    for (name, work) in [
+        ("report-short", 0.2),
+        ("etl-medium", 0.8),
+        ("train-long", 2.0),
+    ] {
+        let mut probe = record(1_000, "demo", name, 0.0);
+        probe.command = "sh".into();
+        probe.submitted_at_ms = 10_000_000;
+        let p = predictor.predict(&probe);
+        assert_eq!(p.source, Source::Model, "{name}: {p:?}");
+        let error = (p.seconds / work).log2().abs();
+        assert!(error < 0.5, "{name}: predicted {p:?}, true {work}");
+        seen.push(p.seconds);
+    }
+    assert!(seen[0] < seen[1] && seen[1] < seen[2], "{seen:?}");
+}
