@@ -27,4 +27,13 @@ AUGUR_BIN="$PWD/target/debug/augur" cargo nextest run --workspace --locked --pro
 phase "benchmark smoke (debug build; figures are printed, not asserted)"
 target/debug/augur bench --jobs 300 --etcd-txns 2000
 
+# --- fuzz (short, bounded; issue 7): every fuzz target for a few seconds from
+# the committed seeds, so a decoder that panics on hostile input fails CI.
+# Costs ~1 min of fuzzing plus the fuzz build (fuzz/target: seconds when
+# nothing changed, ~2.5 min after a change to the library crates, ~15 min cold).
+# A longer campaign: scripts/fuzz.sh 600 (README, Security → Fuzzing).
+phase "fuzz (short, bounded)"
+scripts/fuzz.sh "${AUGUR_FUZZ_SECONDS:-8}"
+# --- end fuzz
+
 phase "done"
