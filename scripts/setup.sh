@@ -10,6 +10,15 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# --- compose smoke test (tests/compose/): only where a Docker engine is present
+if command -v docker >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+  command -v jq >/dev/null 2>&1 || need+=(jq)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+fi
+# --- end compose smoke test
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -24,6 +24,12 @@ phase "tests: unit, property and end-to-end"
 # they start clusters and must not race each other for the two cores.
 AUGUR_BIN="$PWD/target/debug/augur" cargo nextest run --workspace --locked --profile ci
 
+# --- compose smoke test (issue 6): the deploy/ stack started for real; skips
+# itself with a message when no Docker engine is reachable.
+phase "compose stack smoke test (deploy/docker-compose.yml)"
+AUGUR_BIN="$PWD/target/debug/augur" tests/compose/smoke.sh
+# --- end compose smoke test
+
 phase "benchmark smoke (debug build; figures are printed, not asserted)"
 target/debug/augur bench --jobs 300 --etcd-txns 2000
 
