@@ -39,6 +39,12 @@ pub struct ClusterConfig {
     pub extra_coordinator_args: Vec<String>,
     /// Appended to every `augur worker` command line.
     pub extra_worker_args: Vec<String>,
+    /// Coordinators serve TLS: the API URLs and advertised addresses are
+    /// `https://` (the certificate flags go in `extra_coordinator_args`).
+    pub tls: bool,
+    /// Environment of every `augur` CLI call the harness makes (e.g.
+    /// `AUGUR_TOKEN`, `AUGUR_CA_CERT` for a secured cluster).
+    pub cli_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +57,8 @@ impl Default for ClusterConfig {
             executor: None,
             extra_coordinator_args: Vec::new(),
             extra_worker_args: Vec::new(),
+            tls: false,
+            cli_env: Vec::new(),
         }
     }
 }
@@ -69,7 +77,7 @@ pub(crate) struct Node {
 /// A running cluster. Dropping it kills every process; if the test is failing it
 /// keeps the temp dir and prints the tail of every log.
 pub struct Cluster {
-    config: ClusterConfig,
+    pub(crate) config: ClusterConfig,
     augur: PathBuf,
     etcdctl: PathBuf,
     root: PathBuf,
@@ -159,8 +167,20 @@ impl Cluster {
     }
 
     /// The API URL of coordinator `index` (0 is c1).
+    /// The configuration, to change before (re)starting a node, e.g. to start
+    /// one worker with other credentials.
+    pub fn config_mut(&mut self) -> &mut ClusterConfig {
+        &mut self.config
+    }
+
+    /// The environment of the harness's CLI calls.
+    pub fn cli_env(&self) -> &[(String, String)] {
+        &self.config.cli_env
+    }
+
     pub fn api_url(&self, index: usize) -> String {
-        format!("http://{}", self.coordinator_apis[index])
+        let scheme = if self.config.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.coordinator_apis[index])
     }
 
     /// The metrics address (`host:port`) of coordinator `index` (0 is c1).
@@ -235,10 +255,13 @@ impl Cluster {
             .arg("coordinator")
             .args(["--etcd-endpoints", &self.etcd_url])
             .args(["--listen", &api])
-            .args(["--advertise", &format!("http://{api}")])
+            .args(["--advertise", &self.api_url(index)])
             .args(["--metrics-listen", &self.coordinator_metrics[index]])
             .args(["--node-id", &name])
             .args(["--lease-ttl", self.config.lease_ttl])
+            // Authentication is whatever the test configures (tokens in
+            // extra_coordinator_args); without it the cluster runs open.
+            .arg("--insecure")
             .args(&self.config.extra_coordinator_args);
         self.nodes.retain(|n| n.name != name);
         self.spawn_node(&name, command);

@@ -52,6 +52,8 @@ impl Cluster {
         run_with_timeout(
             Command::new(self.augur_bin())
                 .env_remove("AUGUR_ENDPOINT")
+                .env_remove("AUGUR_TOKEN")
+                .envs(self.config.cli_env.iter().map(|(k, v)| (k, v)))
                 .args(["--endpoint", &self.api_url(coordinator)])
                 .args(args),
             CLI_TIMEOUT,

@@ -31,6 +31,6 @@ pub use chaos::{coordinator_index, coordinator_name, unix_now};
 pub use cluster::{Cluster, ClusterConfig};
 pub use jobs::{is_terminal, json_str, json_u64};
 pub use ledger::{Ledger, LedgerEntry};
-pub use process::{pid_alive, shell_quote};
+pub use process::{augur_bin, pid_alive, run_with_timeout, shell_quote};
 pub use wait::{poll_every, poll_until};
 pub use workload::{ledger_script, SubmitCall, Submitter};

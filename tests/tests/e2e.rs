@@ -36,5 +36,7 @@ mod placement_store;
 mod schedules;
 #[path = "e2e/traces.rs"]
 mod traces;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;

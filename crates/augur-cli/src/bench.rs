@@ -59,6 +59,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
         ExecutorKind::Process => augur_worker::executor::Executor::Process(Default::default()),
     };
     let cluster = LocalCluster::start(LocalSpec {
+        secure: false,
         data_dir: None,
         listen: "127.0.0.1:0".parse()?,
         workers: args.workers,
@@ -276,6 +277,7 @@ async fn compare_placement(args: &BenchArgs, per_class: usize) -> anyhow::Result
         anyhow::bail!("--compare-placement must be positive");
     }
     let cluster = LocalCluster::start(LocalSpec {
+        secure: false,
         data_dir: None,
         listen: "127.0.0.1:0".parse()?,
         workers: crate::dev::DEV_SPEEDS.len() as u32,

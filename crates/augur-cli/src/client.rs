@@ -9,8 +9,8 @@ use augur_core::{JobSpecInput, JobState};
 use augur_proto::v1 as pb;
 use augur_proto::v1::job_service_client::JobServiceClient;
 use clap::Args;
-use tonic::transport::Channel;
 
+use crate::connection::Conn;
 use crate::render;
 use crate::Output;
 
@@ -151,14 +151,8 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-pub async fn connect(endpoint: &str) -> anyhow::Result<JobServiceClient<Channel>> {
-    let channel = Channel::from_shared(endpoint.to_string())
-        .with_context(|| format!("--endpoint {endpoint:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {endpoint} (is `augur dev` or a coordinator running?)"))?;
-    Ok(JobServiceClient::new(channel))
+pub async fn connect(endpoint: &str) -> anyhow::Result<JobServiceClient<Conn>> {
+    crate::connection::jobs(endpoint).await
 }
 
 /// An error for humans: gRPC statuses as "Code: message".
@@ -220,7 +214,7 @@ pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow:
     Ok(ExitCode::from(code))
 }
 
-async fn wait_for_end(client: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<pb::Job> {
+async fn wait_for_end(client: &mut JobServiceClient<Conn>, id: &str) -> anyhow::Result<pb::Job> {
     let mut delay = Duration::from_millis(20);
     loop {
         let job = client

@@ -42,6 +42,10 @@ pub struct DevArgs {
     /// Serve Prometheus metrics (coordinator and workers together) here.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
+    /// Turn on mTLS and tokens: a throwaway CA, certificates and an admin token
+    /// are made in the data dir, and printed with how to use them.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// Declared speeds of `augur dev`'s workers, in turn.
@@ -53,6 +57,8 @@ pub struct LocalCluster {
     pub endpoint: String,
     stop: CancellationToken,
     tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+    /// Set for a `--secure` cluster.
+    pub credentials: Option<DevCredentials>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -67,6 +73,65 @@ pub struct LocalSpec {
     pub max_txn_ops: usize,
     pub retention_count: usize,
     pub metrics: Arc<Metrics>,
+    /// mTLS and tokens instead of an open loopback cluster.
+    pub secure: bool,
+}
+
+/// The credentials of a `--secure` local cluster.
+pub struct DevCredentials {
+    pub pki: augur_tls::DevPki,
+    pub admin_token_file: PathBuf,
+}
+
+/// Makes (or reuses) the CA, certificates and admin token of a secure local
+/// cluster in `dir`; returns them with the join token (in memory only).
+async fn dev_credentials(
+    dir: &std::path::Path,
+) -> anyhow::Result<(DevCredentials, String, String)> {
+    let pki_dir = dir.join("pki");
+    let pki = tokio::task::spawn_blocking(move || {
+        augur_tls::generate_dev_pki(
+            &pki_dir,
+            &["localhost".to_string(), "127.0.0.1".to_string()],
+            "augur-dev-client",
+        )
+    })
+    .await
+    .context("certificate generation task failed")?
+    .context("cannot make the dev certificates")?;
+    let admin_token_file = dir.join("admin.token");
+    let admin = match std::fs::read_to_string(&admin_token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let token = augur_coordinator::auth::generate_secret();
+            write_private(&admin_token_file, &token)?;
+            token
+        }
+    };
+    let join = augur_coordinator::auth::generate_secret();
+    Ok((
+        DevCredentials {
+            pki,
+            admin_token_file,
+        },
+        admin,
+        join,
+    ))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 impl LocalCluster {
@@ -93,7 +158,13 @@ impl LocalCluster {
                 )
             })?;
         let addr = listener.local_addr()?;
-        let endpoint = format!("http://{addr}");
+        let secure = if spec.secure {
+            Some(dev_credentials(&dir).await?)
+        } else {
+            None
+        };
+        let scheme = if secure.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{addr}");
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -105,6 +176,33 @@ impl LocalCluster {
         config.retrain_interval = Duration::from_secs(5);
         config.min_training_runs = 20;
         config.retention_count = spec.retention_count;
+        config.advertise = endpoint.clone();
+        let mut worker_tls = None;
+        let mut join_token = None;
+        match &secure {
+            None => {
+                // Loopback only, no authentication: `augur dev` is for one machine.
+                config.auth.insecure = true;
+            }
+            Some((creds, admin, join)) => {
+                config.auth.admin_token = Some(admin.clone());
+                config.auth.join_token = Some(join.clone());
+                config.auth.worker_certificates = true;
+                config.tls = Some(creds.pki.server_files(true));
+                config.peer_tls = Some(creds.pki.client_files());
+                worker_tls = Some(augur_tls::client_tls_config(
+                    &creds.pki.client_files(),
+                    None,
+                )?);
+                join_token = Some(join.clone());
+                crate::connection::configure(crate::connection::ConnectionArgs {
+                    token: Some(admin.clone()),
+                    ca_cert: Some(creds.pki.ca_cert.clone()),
+                    client_cert: Some(creds.pki.client_cert.clone()),
+                    client_key: Some(creds.pki.client_key.clone()),
+                });
+            }
+        }
         let token = stop.clone();
         let coordinator_metrics = spec.metrics.coordinator();
         tasks.push((
@@ -121,6 +219,8 @@ impl LocalCluster {
             config.slots = spec.slots;
             config.lease_ttl = Duration::from_secs(2);
             config.executor = spec.executor.clone();
+            config.tls = worker_tls.clone();
+            config.join_token = join_token.clone();
             config.labels.insert("dev".into(), "true".into());
             // Workers of different speeds, simulated on one machine: the demo's
             // jobs divide their duration by AUGUR_WORKER_SPEED.
@@ -145,6 +245,7 @@ impl LocalCluster {
             endpoint,
             stop,
             tasks,
+            credentials: secure.map(|(creds, _, _)| creds),
             _temp: temp,
         };
         cluster.wait_ready(spec.workers as usize).await?;
@@ -214,14 +315,40 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         etcd_bin: args.etcd_bin,
         max_txn_ops: 1024,
         retention_count: 10_000,
+        secure: args.secure,
     })
     .await?;
     println!();
-    println!("augur dev is running (insecure: loopback only, no authentication)");
-    println!(
-        "  API        {}   (export AUGUR_ENDPOINT={})",
-        cluster.endpoint, cluster.endpoint
-    );
+    match &cluster.credentials {
+        None => {
+            println!("augur dev is running (INSECURE: no TLS, no authentication; it listens on loopback only — --secure turns on mTLS and tokens)");
+            println!(
+                "  API        {}   (export AUGUR_ENDPOINT={})",
+                cluster.endpoint, cluster.endpoint
+            );
+        }
+        Some(creds) => {
+            println!("augur dev is running with mTLS and API tokens (throwaway CA and admin token below)");
+            println!("  API        {}", cluster.endpoint);
+            println!("  use it:    export AUGUR_ENDPOINT={}", cluster.endpoint);
+            println!(
+                "             export AUGUR_CA_CERT={}",
+                creds.pki.ca_cert.display()
+            );
+            println!(
+                "             export AUGUR_CLIENT_CERT={}",
+                creds.pki.client_cert.display()
+            );
+            println!(
+                "             export AUGUR_CLIENT_KEY={}",
+                creds.pki.client_key.display()
+            );
+            println!(
+                "             export AUGUR_TOKEN=$(cat {})",
+                creds.admin_token_file.display()
+            );
+        }
+    }
     println!("  etcd       {}", cluster.etcd.endpoint);
     println!("  workers    {} x {} slots", args.workers, args.slots);
     println!("  metrics    http://{}/metrics", args.metrics_listen);

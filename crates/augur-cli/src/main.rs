@@ -4,6 +4,7 @@
 mod bench;
 mod bench_placement;
 mod client;
+mod connection;
 mod demo;
 mod dev;
 mod etcd;
@@ -12,7 +13,9 @@ mod logging;
 mod placement;
 mod render;
 mod schedule;
+mod security;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -39,6 +42,8 @@ struct Cli {
     /// Log format of long-running commands.
     #[arg(long, global = true, value_enum, env = "AUGUR_LOG_FORMAT", default_value_t = logging::LogFormat::Json)]
     log_format: logging::LogFormat,
+    #[command(flatten)]
+    connection: connection::ConnectionArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +93,9 @@ enum Command {
     /// Show or change the placement configuration.
     #[command(subcommand)]
     Placement(placement::PlacementCommand),
+    /// API tokens: create, list, revoke (admin role).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    connection::configure(cli.connection.clone());
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => {
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
             Command::Runs(command) => placement::runs(&cli.endpoint, command).await,
             Command::Tune(args) => placement::tune_runs(&cli.endpoint, cli.output, args).await,
             Command::Model(args) => placement::model(&cli.endpoint, cli.output, args).await,
+            Command::Token(command) => token::run(&cli.endpoint, cli.output, command).await,
             Command::Placement(command) => {
                 placement::placement(&cli.endpoint, cli.output, command).await
             }

@@ -65,6 +65,8 @@ pub struct EtcdArgs {
     /// etcd request timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub etcd_timeout: Duration,
+    #[command(flatten)]
+    pub security: crate::security::EtcdSecurityArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -113,10 +115,12 @@ pub struct CoordinatorArgs {
     /// Fewest recorded runs to train a model on.
     #[arg(long, default_value_t = 50)]
     pub min_training_runs: usize,
+    #[command(flatten)]
+    pub security: crate::security::CoordinatorSecurityArgs,
 }
 
 impl CoordinatorArgs {
-    pub fn config(&self) -> CoordinatorConfig {
+    pub fn config(&self) -> anyhow::Result<CoordinatorConfig> {
         let mut c = CoordinatorConfig::new(
             &self.node_id,
             split_endpoints(&self.etcd.etcd_endpoints),
@@ -136,7 +140,14 @@ impl CoordinatorArgs {
         c.run_retention_count = self.run_retention_count;
         c.retrain_interval = self.retrain_interval;
         c.min_training_runs = self.min_training_runs;
-        c
+        c.auth = self.security.auth()?;
+        c.tls = self.security.server_tls();
+        c.peer_tls = self.security.peer_tls();
+        c.etcd_security = self.etcd.security.security()?;
+        if c.tls.is_some() && self.advertise.is_none() {
+            c.advertise = format!("https://{}", self.listen);
+        }
+        Ok(c)
     }
 }
 
@@ -188,6 +199,18 @@ pub struct WorkerArgs {
     /// Export traces over OTLP/gRPC here (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no export).
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Run every job as this user (a name or a numeric uid; the worker must be
+    /// root unless it is that user already). Default: the worker's own user.
+    #[arg(long, env = "AUGUR_RUN_AS", value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Start only jobs whose command matches one of these globs (`*`, `?`;
+    /// repeatable). A bare name (`sh`) matches a command given as that bare
+    /// name; a pattern with a `/` (`/usr/bin/*`) matches the resolved path.
+    /// Default: any command.
+    #[arg(long = "allow-command", value_name = "GLOB")]
+    pub allow_commands: Vec<String>,
+    #[command(flatten)]
+    pub security: crate::security::WorkerSecurityArgs,
 }
 
 impl WorkerArgs {
@@ -208,12 +231,27 @@ impl WorkerArgs {
         c.output_retention = self.output_retention;
         c.fsync_results = self.fsync_results;
         c.drain_timeout = self.drain_timeout;
+        c.join_token = self.security.join_token()?;
+        c.tls = self.security.tls()?;
+        c.etcd_security = self.etcd.security.security()?;
         c.executor = match self.executor {
             ExecutorKind::Process => Executor::Process(ProcessConfig {
                 kill_grace: self.kill_grace,
+                run_as: match &self.run_as {
+                    Some(user) => Some(augur_worker::executor::RunAs::resolve(user)?),
+                    None => None,
+                },
+                allowlist: augur_worker::executor::CommandAllowlist::new(
+                    self.allow_commands.clone(),
+                )?,
                 ..Default::default()
             }),
-            ExecutorKind::Null => Executor::Null,
+            ExecutorKind::Null => {
+                if self.run_as.is_some() || !self.allow_commands.is_empty() {
+                    anyhow::bail!("--run-as and --allow-command apply to --executor process only");
+                }
+                Executor::Null
+            }
         };
         Ok(c)
     }
@@ -266,7 +304,7 @@ pub async fn telemetry(
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
-    let config = args.config();
+    let config = args.config()?;
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         true,

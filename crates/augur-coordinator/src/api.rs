@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use augur_core::auth::Action;
 use augur_core::{now_ms, JobId, JobRecord, JobState};
 use augur_proto::v1 as pb;
 use augur_proto::v1::job_service_client::JobServiceClient;
@@ -33,12 +34,14 @@ fn parse_id(text: &str) -> Result<JobId, Status> {
         .map_err(|e| Status::invalid_argument(format!("job_id: {e}")))
 }
 
-/// Who called, for audit lines (the peer address until authentication exists).
-fn caller<T>(request: &Request<T>) -> String {
+/// A request to forward to the leader, carrying the caller's credentials so
+/// the leader checks the same token.
+pub(crate) fn forwarded<T>(from: &tonic::metadata::MetadataMap, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = from.get("authorization") {
+        request.metadata_mut().insert("authorization", value.clone());
+    }
     request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn rpc_attributes(method: &'static str) -> Vec<KeyValue> {
@@ -53,6 +56,7 @@ impl Api {
     async fn submit(
         &self,
         request: pb::SubmitJobRequest,
+        owner: Option<String>,
         span: &mut PhaseSpan,
     ) -> Result<pb::SubmitJobResponse, Status> {
         self.shared.metrics.api("submit");
@@ -63,6 +67,7 @@ impl Api {
             .validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut record = JobRecord::new(JobId::generate(), spec, now_ms());
+        record.owner = owner;
         span.set(vec![
             KeyValue::new("augur.job.id", record.id.to_string()),
             KeyValue::new("cicd.pipeline.task.name", record.spec.name.clone()),
@@ -117,14 +122,43 @@ impl Api {
                 leader.node_id, leader.address
             ))
         };
-        let channel = tonic::transport::Endpoint::from_shared(leader.address.clone())
-            .map_err(unreachable)?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(leader.address.clone())
+            .map_err(unreachable)?;
+        if let Some(tls) = &self.shared.peer_tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(unreachable)?;
+        }
+        let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
             .map_err(unreachable)?;
         Ok(JobServiceClient::new(channel))
+    }
+
+    /// A submitter may act only on its own jobs; admins on any.
+    async fn check_owner(&self, caller: &crate::auth::Caller, id: &JobId) -> Result<(), Status> {
+        if !self.shared.auth.config().api_auth() || caller.role == augur_core::auth::Role::Admin {
+            return Ok(());
+        }
+        self.shared.breaker.check()?;
+        let found = self.shared.leader_stores.jobs.get(id).await;
+        self.shared.breaker.record(&found);
+        let job = found
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        if caller.owns(job.owner.as_deref()) {
+            return Ok(());
+        }
+        let status = Status::permission_denied(format!(
+            "job {id} belongs to {}; the token {:?} (role {}) may cancel only its own jobs",
+            job.owner.as_deref().map(|o| format!("{o:?}")).unwrap_or_else(|| "no token".into()),
+            caller.name,
+            caller.role
+        ));
+        tracing::warn!(audit = true, caller = %caller.name, action = "cancel", job_id = %id,
+                       result = ?status.code(), reason = status.message(), "api call refused");
+        Err(status)
     }
 
     async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {
@@ -145,7 +179,9 @@ impl JobService for Api {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let caller = caller(&request);
+        let admitted = self.shared.auth.admit(&request, Action::Submit)?;
+        let caller = admitted.caller.name.clone();
+        let owner = self.shared.auth.config().api_auth().then(|| caller.clone());
         let parent = context::extract_metadata(request.metadata());
         let mut span = PhaseSpan::start(
             "job.submit",
@@ -154,7 +190,7 @@ impl JobService for Api {
             None,
             rpc_attributes("SubmitJob"),
         );
-        let result = self.submit(request.into_inner(), &mut span).await;
+        let result = self.submit(request.into_inner(), owner, &mut span).await;
         match &result {
             Ok(response) => {
                 info!(audit = true, caller = %caller, action = "submit", job_id = %response.job_id,
@@ -178,6 +214,7 @@ impl JobService for Api {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         self.shared.metrics.api("get");
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let id = parse_id(&request.into_inner().job_id)?;
         self.shared.breaker.check()?;
         let started = std::time::Instant::now();
@@ -199,6 +236,7 @@ impl JobService for Api {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         self.shared.metrics.api("list");
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let request = request.into_inner();
         let states: Vec<JobState> = request
             .states
@@ -245,12 +283,14 @@ impl JobService for Api {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         self.shared.metrics.api("cancel");
-        let who = caller(&request);
-        let inner = request.into_inner();
-        let id = parse_id(&inner.job_id)?;
+        let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
+        let who = admitted.caller.name.clone();
+        let id = parse_id(&request.get_ref().job_id)?;
+        self.check_owner(&admitted.caller, &id).await?;
         let Some(leader) = self.shared.leader() else {
             let mut client = self.leader_client().await?;
-            return client.cancel_job(inner).await;
+            let (metadata, _, inner) = request.into_parts();
+            return client.cancel_job(forwarded(&metadata, inner)).await;
         };
         let (reply, rx) = oneshot::channel();
         leader.send(LeaderInput::Cancel { id, reply })?;
@@ -267,12 +307,16 @@ impl JobService for Api {
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         self.shared.metrics.api("list_workers");
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         match self.snapshot().await? {
             Some(s) => Ok(Response::new(pb::ListWorkersResponse {
                 workers: s.workers,
             })),
             None => match self.leader_client().await {
-                Ok(mut client) => client.list_workers(request.into_inner()).await,
+                Ok(mut client) => {
+                    let (metadata, _, inner) = request.into_parts();
+                    client.list_workers(forwarded(&metadata, inner)).await
+                }
                 // No leader to ask: report registrations from etcd.
                 Err(_) => {
                     let (workers, _) = self
@@ -297,7 +341,7 @@ impl JobService for Api {
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         self.shared.metrics.api("drain");
-        let who = caller(&request);
+        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
         let request = request.into_inner();
         let id = augur_core::WorkerId::new(request.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("worker_id: {e}")))?;
@@ -337,7 +381,7 @@ impl JobService for Api {
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = caller(&request);
+        let who = self.shared.auth.admit(&request, Action::Submit)?.caller.name;
         let request = request.into_inner();
         let name = request.name.clone();
         let result =
@@ -349,9 +393,10 @@ impl JobService for Api {
 
     async fn list_schedules(
         &self,
-        _request: Request<pb::ListSchedulesRequest>,
+        request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         self.shared.metrics.api("schedule");
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         crate::schedule_api::list(&self.shared.leader_stores.schedules)
             .await
             .map(Response::new)
@@ -362,7 +407,7 @@ impl JobService for Api {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         self.shared.metrics.api("schedule");
-        let who = caller(&request);
+        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
         let name = request.into_inner().name;
         let result = crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
@@ -375,7 +420,7 @@ impl JobService for Api {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = caller(&request);
+        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
         let request = request.into_inner();
         let result = crate::schedule_api::pause(
             &self.shared.leader_stores.schedules,
@@ -393,6 +438,7 @@ impl JobService for Api {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         self.shared.metrics.api("cluster_status");
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let leader = self
             .shared
             .leadership
@@ -403,8 +449,9 @@ impl JobService for Api {
             Some(s) => s,
             None if leader.is_some() => {
                 let mut client = self.leader_client().await?;
+                let (metadata, _, inner) = request.into_parts();
                 let mut answer = client
-                    .cluster_status(request.into_inner())
+                    .cluster_status(forwarded(&metadata, inner))
                     .await?
                     .into_inner();
                 answer.answered_by = self.shared.node_id.clone();

@@ -86,6 +86,7 @@ pub fn job_to_pb(job: &JobRecord) -> pb::Job {
         message: job.message.clone(),
         not_before_ms: job.not_before_ms,
         cancel_requested: job.cancel_requested,
+        owner: job.owner.clone().unwrap_or_default(),
     }
 }
 
@@ -148,7 +149,7 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::Fenced { .. } => {
             Status::unavailable(format!("leadership changed: {err}; retry"))
         }
-        StoreError::Corrupt { .. } => Status::internal(err.to_string()),
+        StoreError::Corrupt { .. } | StoreError::Config(_) => Status::internal(err.to_string()),
     }
 }
 

@@ -3,12 +3,14 @@
 //! (see [`leader`]).
 
 mod api;
+pub mod auth;
 mod breaker;
 pub mod convert;
 pub mod leader;
 pub(crate) mod placement_api;
 mod schedule_api;
 mod stream;
+mod token_api;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -26,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use auth::AuthConfig;
 pub use leader::{LeaderHandle, LeaderSettings};
 
 /// Everything a coordinator needs to run.
@@ -51,6 +54,16 @@ pub struct CoordinatorConfig {
     pub min_training_runs: usize,
     /// How long a new leader waits for workers to report; default lease TTL + 2 s.
     pub reconcile_grace: Option<Duration>,
+    /// Who may call the API and attach as a worker.
+    pub auth: AuthConfig,
+    /// TLS (and mTLS) for the API and the worker streams; `None`: plain HTTP/2.
+    pub tls: Option<augur_tls::ServerTlsFiles>,
+    /// TLS settings this coordinator uses to reach a peer coordinator (to
+    /// forward calls to the leader): the cluster CA, and this node's
+    /// certificate as client identity under mTLS.
+    pub peer_tls: Option<augur_tls::ClientTlsFiles>,
+    /// How to authenticate to etcd.
+    pub etcd_security: augur_store::EtcdSecurity,
 }
 
 impl CoordinatorConfig {
@@ -74,6 +87,10 @@ impl CoordinatorConfig {
             retrain_interval: Duration::from_secs(60),
             min_training_runs: 50,
             reconcile_grace: None,
+            auth: AuthConfig::default(),
+            tls: None,
+            peer_tls: None,
+            etcd_security: Default::default(),
         }
     }
 }
@@ -90,6 +107,8 @@ pub enum CoordinatorError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// State shared by the API, the worker streams and the leadership loop.
@@ -103,6 +122,10 @@ pub(crate) struct Shared {
     pub metrics: Arc<CoordinatorMetrics>,
     /// Fails API calls fast while etcd is unreachable.
     pub breaker: breaker::Breaker,
+    /// Who may call the API and attach as a worker.
+    pub auth: Arc<auth::Auth>,
+    /// TLS to reach peer coordinators (forwarded calls); `None`: plain.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Shared {
@@ -135,7 +158,28 @@ pub async fn run_on(
     metrics: Arc<CoordinatorMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
+    config.auth.check().map_err(CoordinatorError::Config)?;
+    if config.auth.worker_certificates
+        && config.tls.as_ref().and_then(|t| t.client_ca.as_ref()).is_none()
+    {
+        return Err(CoordinatorError::Config(
+            "workers can only prove themselves by certificate when mTLS is on (--tls-client-ca)"
+                .into(),
+        ));
+    }
+    let peer_tls = match &config.peer_tls {
+        Some(files) => Some(
+            augur_tls::client_tls_config(files, None)
+                .map_err(|e| CoordinatorError::Config(format!("TLS to peers: {e}")))?,
+        ),
+        None => None,
+    };
+    let client = augur_store::connect_secure(
+        &config.etcd_endpoints,
+        config.etcd_timeout,
+        &config.etcd_security,
+    )
+    .await?;
     let keys = Keys::new(&config.prefix);
     let limits = StoreLimits {
         max_txn_ops: config.max_txn_ops,
@@ -144,7 +188,8 @@ pub async fn run_on(
         node_id: config.node_id.clone(),
         // Campaigning blocks until this node leads: no request timeout there.
         leadership: Leadership::new(client.clone(), keys.clone())
-            .with_campaign_client(augur_store::connect_blocking(&config.etcd_endpoints).await?),
+            .with_campaign_client(augur_store::connect_blocking(&config.etcd_endpoints, &config.etcd_security)
+                    .await?),
         leader_stores: leader::Stores {
             jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
             registry: WorkerRegistry::new(client.clone(), keys.clone()),
@@ -157,17 +202,18 @@ pub async fn run_on(
         next_conn: AtomicU64::new(1),
         metrics,
         breaker: breaker::Breaker::new(Duration::from_secs(1)),
+        auth: Arc::new(auth::Auth::new(config.auth.clone())),
+        peer_tls,
     });
+    let token_store = augur_store::TokenStore::new(client.clone(), keys.clone());
+    let token_sync =
+        auth::spawn_token_sync(shared.auth.clone(), token_store.clone(), shutdown.clone());
+    if config.auth.insecure {
+        spawn_insecure_warnings(&config.auth, shutdown.clone());
+    }
 
     let server_stop = CancellationToken::new();
-    // Accepted sockets get TCP_NODELAY here: the builder's `tcp_nodelay` only
-    // applies to listeners tonic binds itself, and Nagle's algorithm would hold
-    // small stream messages (assignments, acks) back for tens of milliseconds.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream)),
-    );
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Pings notice a frozen worker (SIGSTOP, a long pause) whose kernel
         // still holds its connection open.
         .http2_keepalive_interval(Some(Duration::from_secs(2)))
@@ -175,6 +221,12 @@ pub async fn run_on(
         .add_service(JobServiceServer::new(api::Api {
             shared: shared.clone(),
         }))
+        .add_service(
+            augur_proto::v1::token_service_server::TokenServiceServer::new(token_api::TokenApi {
+                shared: shared.clone(),
+                store: token_store,
+            }),
+        )
         .add_service(WorkerServiceServer::new(stream::Streams {
             shared: shared.clone(),
         }))
@@ -182,9 +234,28 @@ pub async fn run_on(
             augur_proto::v1::placement_service_server::PlacementServiceServer::new(
                 placement_api::PlacementApi::new(shared.clone(), &client, &config),
             ),
-        )
-        .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
-    let server = tokio::spawn(server);
+        );
+    let stopped = server_stop.clone().cancelled_owned();
+    let server = match &config.tls {
+        Some(files) => {
+            let tls = augur_tls::ReloadingServerTls::load(files.clone())
+                .map_err(|e| CoordinatorError::Config(format!("TLS: {e}")))?;
+            // Certificates reload on SIGHUP or when their files change.
+            tls.spawn_reloader(shutdown.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(tls.incoming(listener), stopped))
+        }
+        None => {
+            // Accepted sockets get TCP_NODELAY here: the builder's `tcp_nodelay`
+            // only applies to listeners tonic binds itself, and Nagle's algorithm
+            // would hold small stream messages (assignments, acks) back for tens
+            // of milliseconds.
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream)),
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
     info!(node_id = %config.node_id, listen = %config.listen, advertise = %config.advertise, "coordinator serving");
 
     let settings = Arc::new(LeaderSettings {
@@ -213,12 +284,38 @@ pub async fn run_on(
     }
 
     server_stop.cancel();
+    token_sync.abort();
     match server.await {
         Ok(result) => result?,
         Err(e) => error!(error = %e, "gRPC server task failed"),
     }
     info!("coordinator stopped");
     Ok(())
+}
+
+/// Warns at start and every five minutes while the coordinator runs with
+/// part of its authentication off.
+fn spawn_insecure_warnings(auth: &AuthConfig, shutdown: CancellationToken) {
+    let open: Vec<&str> = [
+        (!auth.api_auth()).then_some("the API accepts calls without a token"),
+        (!auth.worker_auth()).then_some("workers attach without proof"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if open.is_empty() {
+        return;
+    }
+    let what = open.join(" and ");
+    tokio::spawn(async move {
+        loop {
+            warn!(insecure = true, "running with --insecure: {what}; anyone who can reach this coordinator can run commands on its workers");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            }
+        }
+    });
 }
 
 /// One campaign and, if won, one term of leadership.

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use augur_core::auth::Action;
 use augur_placement::policy::PLACEMENT_CONFIG_VERSION;
 use augur_placement::{PlacementConfig, Policy};
 use augur_predict::{Baseline, PredictorConfig};
@@ -57,14 +58,6 @@ impl PlacementApi {
             config: PlacementConfigStore::new(client.clone(), keys),
         }
     }
-}
-
-/// Who called, for audit lines (the peer address until authentication exists).
-fn caller<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, Status> {
@@ -264,6 +257,7 @@ impl PlacementService for PlacementApi {
         &self,
         request: Request<pb::ExportRunsRequest>,
     ) -> Result<Response<Self::ExportRunsStream>, Status> {
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let request = request.into_inner();
         if request.since_ms < 0 {
             return Err(Status::invalid_argument(format!(
@@ -310,6 +304,7 @@ impl PlacementService for PlacementApi {
         &self,
         request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let include_model = request.into_inner().include_model;
         self.shared.breaker.check()?;
         let found = self.models.get().await;
@@ -334,8 +329,9 @@ impl PlacementService for PlacementApi {
 
     async fn get_placement_config(
         &self,
-        _request: Request<pb::GetPlacementConfigRequest>,
+        request: Request<pb::GetPlacementConfigRequest>,
     ) -> Result<Response<pb::PlacementConfigJson>, Status> {
+        let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         self.shared.breaker.check()?;
         let found = self.config.get().await;
         self.shared.breaker.record(&found);
@@ -348,7 +344,7 @@ impl PlacementService for PlacementApi {
         &self,
         request: Request<pb::SetPlacementConfigRequest>,
     ) -> Result<Response<pb::PlacementConfigJson>, Status> {
-        let who = caller(&request);
+        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
         let request = request.into_inner();
         let result = self.set(&request).await;
         match &result {

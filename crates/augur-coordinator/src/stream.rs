@@ -31,6 +31,13 @@ impl WorkerService for Streams {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Outbound>, Status> {
+        let claimed = request
+            .metadata()
+            .get("x-augur-worker-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        self.shared.auth.admit_worker(&request, &claimed)?;
         let Some(leader) = self.shared.leader() else {
             return Err(Status::failed_precondition(format!(
                 "{} is not the leader; attach to the leader named in the election",

@@ -124,6 +124,10 @@ pub struct JobRecord {
     /// W3C trace context of the submission, carried to every attempt.
     #[serde(default)]
     pub trace_context: BTreeMap<String, String>,
+    /// Name of the API token that submitted the job (`None` when the API ran
+    /// without authentication): a submitter may cancel only its own jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl JobRecord {
@@ -151,6 +155,7 @@ impl JobRecord {
             cancel_requested: false,
             usage: None,
             trace_context: BTreeMap::new(),
+            owner: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! This crate does no I/O and knows nothing of etcd or gRPC: everything here is a
 //! value or a function from values to values, so it can be property-tested.
 
+pub mod auth;
 pub mod ids;
 pub mod job;
 pub mod retry;

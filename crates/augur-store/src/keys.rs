@@ -11,6 +11,7 @@
 //! {prefix}/runs/{ms:020}/{job_id}/{attempt} RunRecord, in finish order, retention bounded
 //! {prefix}/model/current                    StoredModel: the current runtime model
 //! {prefix}/config/placement                 placement configuration (JSON)
+//! {prefix}/auth/tokens/{name}                TokenRecord: an API token's hash and role
 //! ```
 
 use augur_core::{JobId, WorkerId};
@@ -114,6 +115,15 @@ impl Keys {
 
     pub fn placement_config(&self) -> String {
         format!("{}/config/placement", self.prefix)
+    }
+
+    pub fn tokens_prefix(&self) -> String {
+        format!("{}/auth/tokens/", self.prefix)
+    }
+
+    /// A token's key; names are validated to `[A-Za-z0-9._-]`.
+    pub fn token(&self, name: &str) -> String {
+        format!("{}{name}", self.tokens_prefix())
     }
 
     /// The job id at the end of a `jobs/` or `index/*/` key.

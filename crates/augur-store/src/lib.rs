@@ -15,6 +15,7 @@ pub mod model;
 pub mod placement_config;
 pub mod runs;
 pub mod schedules;
+pub mod tokens;
 pub mod workers;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use placement_config::{
 };
 pub use runs::RunHistory;
 pub use schedules::{ScheduleStore, StoredSchedule, Written};
+pub use tokens::{TokenChange, TokenStore, TokenWatch};
 pub use workers::{WorkerEvent, WorkerRegistry};
 
 /// Errors of the store. `is_retryable` tells callers whether trying again may help.
@@ -50,6 +52,9 @@ pub enum StoreError {
     /// The lease backing a registration or leadership expired.
     #[error("lease {0} expired")]
     LeaseExpired(i64),
+    /// The connection settings are unusable (e.g. an unreadable CA file).
+    #[error("etcd connection settings: {0}")]
+    Config(String),
 }
 
 impl StoreError {
@@ -62,26 +67,102 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How to authenticate to etcd: TLS (CA, client certificate) and/or an etcd
+/// user. Empty: plain connections without a user.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// CA the etcd servers' certificates chain to; turns TLS on.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// etcd user and password (etcd's RBAC).
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    // The password is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl EtcdSecurity {
+    fn apply(&self, mut options: etcd_client::ConnectOptions) -> Result<etcd_client::ConnectOptions> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| StoreError::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        if let Some(ca) = &self.ca {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(StoreError::Config(
+                        "--etcd-cert and --etcd-key go together".into(),
+                    ))
+                }
+            }
+            options = options.with_tls(tls);
+        } else if self.cert.is_some() || self.key.is_some() {
+            return Err(StoreError::Config(
+                "--etcd-cert/--etcd-key need --etcd-ca (TLS to etcd)".into(),
+            ));
+        }
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                options = options.with_user(user.clone(), password.clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Config(
+                    "an etcd user needs its password and a password its user".into(),
+                ))
+            }
+        }
+        Ok(options)
+    }
+}
+
 /// Connects to etcd with a bounded connect and request timeout, so an unreachable
 /// etcd yields an error rather than a hang.
 pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<EtcdClient> {
+    connect_secure(endpoints, request_timeout, &EtcdSecurity::default()).await
+}
+
+/// As [`connect`], with TLS and/or an etcd user.
+pub async fn connect_secure(
+    endpoints: &[String],
+    request_timeout: Duration,
+    security: &EtcdSecurity,
+) -> Result<EtcdClient> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(request_timeout)
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
-    Ok(EtcdClient::connect(endpoints, Some(options)).await?)
+    Ok(EtcdClient::connect(endpoints, Some(security.apply(options)?)).await?)
 }
 
 /// A client without a per-request timeout, for calls that block by design
 /// (a campaign waits until this node leads). Dead connections are still noticed
 /// by HTTP/2 keep-alive pings.
-pub async fn connect_blocking(endpoints: &[String]) -> Result<EtcdClient> {
+pub async fn connect_blocking(endpoints: &[String], security: &EtcdSecurity) -> Result<EtcdClient> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
-    Ok(EtcdClient::connect(endpoints, Some(options)).await?)
+    Ok(EtcdClient::connect(endpoints, Some(security.apply(options)?)).await?)
 }
 
 /// The next response of a watch, or [`StoreError::WatchEnded`] if etcd closed

@@ -54,6 +54,14 @@ pub struct WorkerConfig {
     /// Bytes of stdout and of stderr sent with each result (the coordinator keeps
     /// at most its own `--max-output-tail` of them).
     pub report_tail_bytes: usize,
+    /// The cluster's join token, sent when attaching (coordinators that
+    /// require one refuse the stream without it).
+    pub join_token: Option<String>,
+    /// TLS to the coordinators (for `https://` leader addresses): the cluster
+    /// CA and, under mTLS, this worker's certificate.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// How to authenticate to etcd.
+    pub etcd_security: augur_store::EtcdSecurity,
 }
 
 impl WorkerConfig {
@@ -74,6 +82,9 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             fsync_results: false,
             report_tail_bytes: 16 * 1024,
+            join_token: None,
+            tls: None,
+            etcd_security: Default::default(),
         }
     }
 }
@@ -162,7 +173,12 @@ pub async fn run(
         config.fsync_results,
     )?;
     let output = OutputStore::open(&config.data_dir.join("output"))?;
-    let client = augur_store::connect(&config.etcd_endpoints, config.etcd_timeout).await?;
+    let client = augur_store::connect_secure(
+        &config.etcd_endpoints,
+        config.etcd_timeout,
+        &config.etcd_security,
+    )
+    .await?;
     let keys = Keys::new(&config.prefix);
     let registry = WorkerRegistry::new(client.clone(), keys.clone());
     let leadership = Leadership::new(client.clone(), keys);
@@ -318,8 +334,14 @@ async fn session(
     let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
     // HTTP/2 pings notice a leader that is frozen (SIGSTOP, a long pause) even
     // though its kernel still holds the TCP connection open.
-    let channel = tonic::transport::Endpoint::from_shared(leader.address.clone())
-        .map_err(|e| WorkerError::Config(format!("leader address {:?}: {e}", leader.address)))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(leader.address.clone())
+        .map_err(|e| WorkerError::Config(format!("leader address {:?}: {e}", leader.address)))?;
+    if let Some(tls) = &agent.config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| WorkerError::Config(format!("TLS to {}: {e}", leader.address)))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
@@ -340,10 +362,17 @@ async fn session(
     let _ = tx.send(pb::WorkerMessage {
         kind: Some(Out::Hello(hello)),
     });
-    let mut inbound = client
-        .attach(UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+    if let Ok(value) = agent.id.to_string().parse() {
+        request.metadata_mut().insert("x-augur-worker-id", value);
+    }
+    if let Some(token) = &agent.config.join_token {
+        let value = token
+            .parse()
+            .map_err(|_| WorkerError::Config("the join token is not printable ASCII".into()))?;
+        request.metadata_mut().insert("x-augur-join-token", value);
+    }
+    let mut inbound = client.attach(request).await?.into_inner();
     *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     if *sessions > 0 {
         agent.metrics.stream_reconnects.inc();
