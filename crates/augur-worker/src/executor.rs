@@ -8,11 +8,21 @@
 //! side by side. Output is read concurrently into ring buffers that keep only
 //! the last [`ProcessConfig::tail_bytes`] bytes of each stream.
 //!
+//! Before starting anything it applies the worker's hardening: the command
+//! must pass the `--allow-command` allowlist ([`CommandAllowlist`]; a refusal
+//! is a start failure whose message begins with [`NOT_ALLOWED`]), the spec's
+//! argument and environment sizes are checked again against augur-core's caps,
+//! the process gets a clean environment ([`environment`]) and, with
+//! `--run-as`, drops to an unprivileged user ([`RunAs`]) before `exec`.
+//!
 //! [`Executor::Null`] runs nothing and succeeds at once; benchmarks use it to
 //! measure the scheduler without process start-up costs.
 
+pub mod allowlist;
+pub mod environment;
 mod group;
 mod process;
+pub mod run_as;
 pub mod tail;
 #[cfg(test)]
 mod tests;
@@ -23,7 +33,36 @@ use augur_core::{AttemptOutcome, JobId, JobSpec, Usage};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+pub use allowlist::CommandAllowlist;
+pub use run_as::RunAs;
 pub use tail::TailBuffer;
+
+/// First word of the message of an attempt refused by the allowlist; stable,
+/// so users and tools can recognise the reason in `augur get`.
+pub const NOT_ALLOWED: &str = "not_allowed";
+
+/// A hardening setting that stops the worker at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("--run-as: no user {0:?} on this machine")]
+    UnknownUser(String),
+    #[error("--run-as {user}: cannot look the user up: {error}")]
+    UserLookup { user: String, error: String },
+    #[error(
+        "--run-as {user}: this worker runs as uid {euid}, not root, so it cannot run jobs as \
+         uid {uid}; start the worker as root or as that user, or drop --run-as"
+    )]
+    NotRoot {
+        user: String,
+        uid: libc::uid_t,
+        euid: libc::uid_t,
+    },
+    #[error("--allow-command {pattern:?}: {reason}")]
+    BadPattern {
+        pattern: String,
+        reason: &'static str,
+    },
+}
 
 /// Default time between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
@@ -122,6 +161,10 @@ pub struct ProcessConfig {
     pub kill_grace: Duration,
     /// Bytes kept from the end of stdout and, separately, of stderr.
     pub tail_bytes: usize,
+    /// The user job processes run as (`--run-as`); None: the worker's own.
+    pub run_as: Option<RunAs>,
+    /// Commands this worker starts (`--allow-command`); empty: any.
+    pub allowlist: CommandAllowlist,
 }
 
 impl Default for ProcessConfig {
@@ -129,6 +172,8 @@ impl Default for ProcessConfig {
         ProcessConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             tail_bytes: DEFAULT_TAIL_BYTES,
+            run_as: None,
+            allowlist: CommandAllowlist::default(),
         }
     }
 }

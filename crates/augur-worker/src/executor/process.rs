@@ -5,22 +5,25 @@
 //! ([`super::group`]). A timeout or cancel sends SIGTERM to the group and, after
 //! the grace period, SIGKILL.
 
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use augur_core::spec::{MAX_ARGS, MAX_ARGV_BYTES, MAX_ENV_BYTES};
 use augur_core::{now_ms, Usage};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::environment::{job_environment, worker_path, DEFAULT_PATH};
 use super::group::{decode_status, signal_name, spawn_waiter, KillOnDrop, ProcessGroup, Reaped};
-use super::{ExecOutcome, ExecRequest, ExecResult, ProcessConfig, TailBuffer};
+use super::{ExecOutcome, ExecRequest, ExecResult, ProcessConfig, TailBuffer, NOT_ALLOWED};
 
 /// How long the output readers may keep going once the process group is dead.
 /// Only a process that left the group (e.g. with `setsid`) can still hold the
@@ -29,10 +32,6 @@ const READER_DRAIN: Duration = Duration::from_millis(500);
 
 /// Size of one read from a pipe.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Variables of the worker's own environment with this prefix are not passed
-/// on: they are the worker's configuration and may hold its secrets.
-const WORKER_ENV_PREFIX: &[u8] = b"AUGUR_";
 
 pub(super) async fn run(
     config: &ProcessConfig,
@@ -47,7 +46,7 @@ pub(super) async fn run(
             "cancelled before the process started".into(),
         );
     }
-    let mut command = match build_command(&req) {
+    let mut command = match build_command(config, &req) {
         Ok(command) => command,
         Err(message) => return not_started(ExecOutcome::StartFailed, message),
     };
@@ -56,7 +55,18 @@ pub(super) async fn run(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let message = format!("cannot start {:?}: {e}", req.spec.command);
+            let message = match &config.run_as {
+                Some(user) => format!(
+                    "cannot start {:?} as user {}{}: {e}",
+                    req.spec.command,
+                    user.describe(),
+                    match &req.spec.working_dir {
+                        Some(dir) => format!(" in working dir {dir:?}"),
+                        None => String::new(),
+                    }
+                ),
+                None => format!("cannot start {:?}: {e}", req.spec.command),
+            };
             return not_started(ExecOutcome::StartFailed, message);
         }
     };
@@ -145,20 +155,34 @@ fn not_started(outcome: ExecOutcome, message: String) -> ExecResult {
 }
 
 /// The command for an attempt, or why it cannot be started.
-fn build_command(req: &ExecRequest) -> Result<Command, String> {
+fn build_command(config: &ProcessConfig, req: &ExecRequest) -> Result<Command, String> {
     let spec = &req.spec;
-    let mut command = Command::new(resolve_program(spec)?);
+    check_limits(spec)?;
+    let worker_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let env = job_environment(worker_env.iter().cloned(), config.run_as.as_ref(), req);
+    // With an allowlist, a bare name is looked up on the worker's PATH: a job
+    // must not point an allowed name at a program of its own via its PATH.
+    let lookup_path = if config.allowlist.is_empty() {
+        env.get(OsStr::new("PATH"))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_PATH.into())
+    } else {
+        worker_path(worker_env)
+    };
+    let program = resolve_program(&spec.command, &lookup_path);
+    if !config
+        .allowlist
+        .allows(&spec.command, program.as_ref().ok().map(PathBuf::as_path))
+    {
+        return Err(format!(
+            "{NOT_ALLOWED}: {} is not in this worker's allowlist",
+            spec.command
+        ));
+    }
+    let mut command = Command::new(program?);
     command.args(&spec.args);
     command.env_clear();
-    for (key, value) in std::env::vars_os() {
-        if !key.as_bytes().starts_with(WORKER_ENV_PREFIX) {
-            command.env(key, value);
-        }
-    }
-    command.envs(&spec.env);
-    command.env("AUGUR_JOB_ID", req.job_id.to_string());
-    command.env("AUGUR_ATTEMPT", req.attempt.to_string());
-    command.envs(req.extra_env.iter().map(|(k, v)| (k, v)));
+    command.envs(&env);
     if let Some(dir) = &spec.working_dir {
         // spawn() reports a bad working dir as the same ENOENT as a missing
         // command; checking first lets the message name the real culprit.
@@ -177,7 +201,15 @@ fn build_command(req: &ExecRequest) -> Result<Command, String> {
                 ))
             }
         }
-        command.current_dir(dir);
+    }
+    match &config.run_as {
+        // Enters the working dir after dropping privileges, with the job's rights.
+        Some(user) => user.apply(&mut command, spec.working_dir.as_deref().map(Path::new))?,
+        None => {
+            if let Some(dir) = &spec.working_dir {
+                command.current_dir(dir);
+            }
+        }
     }
     command
         .stdin(Stdio::null())
@@ -188,21 +220,45 @@ fn build_command(req: &ExecRequest) -> Result<Command, String> {
     Ok(command)
 }
 
-/// The program to execute. A bare name is looked up on the job's PATH here,
-/// rather than by the C library after fork: with an explicit path, std can
-/// spawn with `posix_spawn` (vfork-like) instead of forking this whole process,
-/// which costs several times more per job.
-fn resolve_program(spec: &augur_core::JobSpec) -> Result<std::path::PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    if spec.command.contains('/') {
-        return Ok(spec.command.clone().into());
+/// Defence in depth: the caps of augur-core's spec validation, checked again
+/// right before exec (the leader validated the spec, and so did the worker when
+/// it decoded the assignment, but this is the last point before the kernel).
+fn check_limits(spec: &augur_core::JobSpec) -> Result<(), String> {
+    let refuse = |field: &str, what: String| Err(format!("refused: {field}: {what}"));
+    if spec.args.len() > MAX_ARGS {
+        return refuse(
+            "spec.args",
+            format!("has {} arguments, the limit is {MAX_ARGS}", spec.args.len()),
+        );
     }
-    let path = match spec.env.get("PATH") {
-        Some(p) => std::ffi::OsString::from(p),
-        None => std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-    };
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(&spec.command);
+    let argv_bytes: usize = spec.command.len() + spec.args.iter().map(String::len).sum::<usize>();
+    if argv_bytes > MAX_ARGV_BYTES {
+        return refuse(
+            "spec.args",
+            format!("command and arguments are {argv_bytes} bytes, the limit is {MAX_ARGV_BYTES}"),
+        );
+    }
+    let env_bytes: usize = spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if env_bytes > MAX_ENV_BYTES {
+        return refuse(
+            "spec.env",
+            format!("is {env_bytes} bytes, the limit is {MAX_ENV_BYTES}"),
+        );
+    }
+    Ok(())
+}
+
+/// The program to execute. A bare name is looked up on `path` here, rather
+/// than by the C library after fork: with an explicit path, std can spawn with
+/// `posix_spawn` (vfork-like) instead of forking this whole process, which
+/// costs several times more per job.
+fn resolve_program(command: &str, path: &OsStr) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if command.contains('/') {
+        return Ok(command.into());
+    }
+    for dir in std::env::split_paths(path) {
+        let candidate = dir.join(command);
         if let Ok(meta) = std::fs::metadata(&candidate) {
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
                 return Ok(candidate);
@@ -210,8 +266,7 @@ fn resolve_program(spec: &augur_core::JobSpec) -> Result<std::path::PathBuf, Str
         }
     }
     Err(format!(
-        "cannot start {:?}: not found on PATH ({})",
-        spec.command,
+        "cannot start {command:?}: not found on PATH ({})",
         path.to_string_lossy()
     ))
 }

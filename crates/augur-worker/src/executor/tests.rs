@@ -399,3 +399,149 @@ async fn null_executor_succeeds_at_once() {
     assert_eq!(started.map(|s| s.0), Some(None));
     assert_eq!(Executor::Null.kind(), "null");
 }
+
+fn hardened(run_as: Option<RunAs>, allow: &[&str]) -> Executor {
+    Executor::Process(ProcessConfig {
+        run_as,
+        allowlist: CommandAllowlist::new(allow.iter().map(|p| p.to_string()).collect()).unwrap(),
+        ..ProcessConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn a_command_outside_the_allowlist_is_refused_with_a_stable_reason() {
+    let executor = hardened(None, &["sh", "/usr/bin/i?"]);
+    let (result, started) = run(&executor, request(spec("env", &[], ""))).await;
+    assert_eq!(result.outcome, ExecOutcome::StartFailed);
+    assert_eq!(
+        result.message,
+        "not_allowed: env is not in this worker's allowlist"
+    );
+    assert!(started.is_none());
+
+    // A job's own PATH cannot point an allowed name elsewhere: the name is
+    // looked up on the worker's PATH, where `sh` is the system's.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("sh");
+    std::fs::write(&fake, "#!/bin/sh\necho fake\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut job = sh("echo real");
+    job.env
+        .insert("PATH".into(), dir.path().to_str().unwrap().into());
+    let (result, _) = run(&executor, request(job)).await;
+    assert!(result.outcome.is_success(), "{}", result.message);
+    assert_eq!(result.stdout_tail, b"real\n");
+
+    // The same fake named by its path matches no name pattern.
+    let (result, _) = run(&executor, request(spec(fake.to_str().unwrap(), &[], ""))).await;
+    assert!(
+        result.message.starts_with("not_allowed: "),
+        "{}",
+        result.message
+    );
+    // A path pattern admits the resolved program (`id` found as /usr/bin/id).
+    if Path::new("/usr/bin/id").exists() {
+        let (result, _) = run(&executor, request(spec("id", &["-u"], ""))).await;
+        assert!(result.outcome.is_success(), "{}", result.message);
+    }
+}
+
+#[tokio::test]
+async fn run_as_nobody_changes_uid_groups_and_home() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // Switching users needs root; `RunAs::resolve` refusal is tested in run_as.rs.
+        eprintln!("skipped: not root");
+        return;
+    }
+    let nobody = RunAs::resolve("nobody").expect("nobody exists on Debian");
+    let executor = hardened(Some(nobody.clone()), &[]);
+    let (result, _) = run(
+        &executor,
+        request(sh("id -u; id -G; echo \"$HOME $USER\"; pwd")),
+    )
+    .await;
+    assert!(result.outcome.is_success(), "{}", result.message);
+    let out = String::from_utf8_lossy(&result.stdout_tail);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], nobody.uid.to_string(), "{out}");
+    assert!(
+        !lines[1].split(' ').any(|g| g == "0"),
+        "root group kept: {out}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("{} {}", nobody.home.display(), nobody.name),
+        "{out}"
+    );
+    // nobody's home (/nonexistent) cannot be entered: the job starts in `/`.
+    if !nobody.home.is_dir() {
+        assert_eq!(lines[3], "/", "{out}");
+    }
+
+    // A working dir the user cannot enter fails the start, naming user and dir.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut job = sh("true");
+    job.working_dir = Some(private.path().to_str().unwrap().into());
+    let (result, _) = run(&executor, request(job)).await;
+    assert_eq!(result.outcome, ExecOutcome::StartFailed);
+    assert!(
+        result.message.contains("as user nobody") && result.message.contains("working dir"),
+        "{}",
+        result.message
+    );
+
+    // A working dir the user may enter works, and output capture still does.
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut job = sh("pwd; echo err >&2");
+    job.working_dir = Some(private.path().to_str().unwrap().into());
+    let (result, _) = run(&executor, request(job)).await;
+    assert!(result.outcome.is_success(), "{}", result.message);
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout_tail).trim(),
+        private.path().to_str().unwrap()
+    );
+    assert_eq!(result.stderr_tail, b"err\n");
+}
+
+#[tokio::test]
+async fn caps_are_checked_again_before_exec() {
+    // A spec that bypassed validation (built directly) is still refused.
+    let mut job = sh("true");
+    job.args = vec!["x".to_string(); augur_core::spec::MAX_ARGS + 1];
+    let (result, _) = run(&process(DEFAULT_KILL_GRACE), request(job)).await;
+    assert_eq!(result.outcome, ExecOutcome::StartFailed);
+    assert!(
+        result.message.starts_with("refused: spec.args: has"),
+        "{}",
+        result.message
+    );
+
+    let mut job = sh("true");
+    job.args = vec!["a".repeat(augur_core::spec::MAX_ARGV_BYTES)];
+    let (result, _) = run(&process(DEFAULT_KILL_GRACE), request(job)).await;
+    assert!(
+        result.message.contains("the limit is 262144"),
+        "{}",
+        result.message
+    );
+
+    let mut job = sh("true");
+    job.env
+        .insert("BIG".into(), "v".repeat(augur_core::spec::MAX_ENV_BYTES));
+    let (result, _) = run(&process(DEFAULT_KILL_GRACE), request(job)).await;
+    assert!(
+        result.message.starts_with("refused: spec.env: is"),
+        "{}",
+        result.message
+    );
+}
