@@ -7,14 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::material::{load_certified_key, load_roots, provider};
 use crate::TlsError;
@@ -55,9 +55,14 @@ pub struct ReloadingServerTls {
     inner: Arc<Inner>,
 }
 
+/// Modification time and length of each file, `None` where unreadable.
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
 struct Inner {
     files: ServerTlsFiles,
     config: RwLock<Arc<ServerConfig>>,
+    /// The files' stamps taken just before the material in use was read.
+    loaded_stamps: Mutex<Stamps>,
     handshake_failures: AtomicU64,
     reloads: AtomicU64,
 }
@@ -75,11 +80,13 @@ impl std::fmt::Debug for ReloadingServerTls {
 impl ReloadingServerTls {
     /// Loads and validates the files. Errors name the file and what is wrong with it.
     pub fn load(files: ServerTlsFiles) -> Result<Self, TlsError> {
+        let stamps = stamps(&files);
         let config = build_server_config(&files)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 files,
                 config: RwLock::new(config),
+                loaded_stamps: Mutex::new(stamps),
                 handshake_failures: AtomicU64::new(0),
                 reloads: AtomicU64::new(0),
             }),
@@ -89,12 +96,20 @@ impl ReloadingServerTls {
     /// Re-reads the files and, if they are valid, uses them for every later handshake.
     /// On error the previous material stays in use and the error names the bad file.
     pub fn reload(&self) -> Result<(), TlsError> {
+        // Stamps taken before reading: a write that lands during the reload shows up as a
+        // change afterwards and is reloaded again.
+        let stamps = stamps(&self.inner.files);
         let config = build_server_config(&self.inner.files)?;
         *self
             .inner
             .config
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+            .unwrap_or_else(PoisonError::into_inner) = config;
+        *self
+            .inner
+            .loaded_stamps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = stamps;
         self.inner.reloads.fetch_add(1, Ordering::Relaxed);
         info!(cert = %self.inner.files.cert.display(), "tls material reloaded");
         Ok(())
@@ -106,7 +121,7 @@ impl ReloadingServerTls {
         self.inner
             .config
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
@@ -137,44 +152,78 @@ impl ReloadingServerTls {
     }
 
     /// Reloads on SIGHUP and whenever any file's modification time or length changes
-    /// (checked every [`RELOAD_POLL_INTERVAL`]), until `shutdown` is cancelled.
+    /// (checked every [`RELOAD_POLL_INTERVAL`]), until `shutdown` is cancelled; the task
+    /// then ends.
     ///
     /// A failed reload is logged (warn) and the old material kept; the same broken files
     /// are not retried until they change again or SIGHUP arrives. Must be called inside a
     /// Tokio runtime. Installing the SIGHUP handler replaces the default action
     /// (terminate) for the whole process.
     pub fn spawn_reloader(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let tls = self.clone();
-        tokio::spawn(async move { tls.reload_loop(shutdown).await })
+        self.spawn_reloader_with_interval(shutdown, RELOAD_POLL_INTERVAL)
     }
 
-    async fn reload_loop(self, shutdown: CancellationToken) {
+    /// Like [`Self::spawn_reloader`] with another poll interval.
+    ///
+    /// The SIGHUP handler is installed before this returns, so a SIGHUP sent afterwards
+    /// reloads rather than terminates the process.
+    pub fn spawn_reloader_with_interval(
+        &self,
+        shutdown: CancellationToken,
+        poll_interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         use tokio::signal::unix::{signal, SignalKind};
 
-        let mut hangup = match signal(SignalKind::hangup()) {
+        let hangup = match signal(SignalKind::hangup()) {
             Ok(hangup) => Some(hangup),
             Err(error) => {
                 warn!(%error, "cannot listen for SIGHUP, tls reload only on file change");
                 None
             }
         };
-        let mut last_seen = self.stamps();
-        let mut poll = tokio::time::interval(RELOAD_POLL_INTERVAL);
+        let tls = self.clone();
+        // Compared against what was loaded, so a change made before the task first runs
+        // (or between load and this call) is not mistaken for the baseline.
+        let last_attempt = self
+            .inner
+            .loaded_stamps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let span = tracing::info_span!("tls_reloader", cert = %self.inner.files.cert.display());
+        tokio::spawn(
+            tls.reload_loop(shutdown, hangup, poll_interval, last_attempt)
+                .instrument(span),
+        )
+    }
+
+    async fn reload_loop(
+        self,
+        shutdown: CancellationToken,
+        mut hangup: Option<tokio::signal::unix::Signal>,
+        poll_interval: Duration,
+        mut last_attempt: Stamps,
+    ) {
+        let mut poll = tokio::time::interval(poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let trigger = tokio::select! {
                 () = shutdown.cancelled() => return,
-                Some(()) = recv_hangup(&mut hangup) => "sighup",
+                Some(()) = recv_hangup(&mut hangup) => {
+                    last_attempt = stamps(&self.inner.files);
+                    "sighup"
+                }
                 _ = poll.tick() => {
-                    if self.stamps() == last_seen {
+                    let current = stamps(&self.inner.files);
+                    if current == last_attempt {
                         continue;
                     }
+                    // Remembered even if the reload fails, so broken files are retried
+                    // when they change again rather than on every tick.
+                    last_attempt = current;
                     "file change"
                 }
             };
-            // Stamps taken before reading: a write that lands during the reload is seen
-            // as a change on the next tick and reloaded again.
-            last_seen = self.stamps();
             let tls = self.clone();
             match tokio::task::spawn_blocking(move || tls.reload()).await {
                 Ok(Ok(())) => info!(trigger, "tls reload done"),
@@ -185,17 +234,16 @@ impl ReloadingServerTls {
             }
         }
     }
+}
 
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        self.inner
-            .files
-            .paths()
-            .map(|path| {
-                let metadata = std::fs::metadata(path).ok()?;
-                Some((metadata.modified().ok()?, metadata.len()))
-            })
-            .collect()
-    }
+fn stamps(files: &ServerTlsFiles) -> Stamps {
+    files
+        .paths()
+        .map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some((metadata.modified().ok()?, metadata.len()))
+        })
+        .collect()
 }
 
 async fn recv_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
