@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use augur_proto::v1 as pb;
-use augur_proto::v1::placement_service_client::PlacementServiceClient;
 
 /// Job classes and their runtime on a speed-1 worker, seconds.
-pub(crate) const CLASSES: [(&str, f64); 3] = [
+pub(crate) const CLASSES: [(&str, f64); 4] = [
     ("report-short", 0.2),
     ("etl-medium", 0.8),
     ("train-long", 2.0),
+    ("batch-xl", 4.0),
 ];
 const JOBS_PER_CLASS: usize = 12;
 
@@ -68,7 +68,7 @@ pub async fn learning(endpoint: &str) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let mut placement = PlacementServiceClient::connect(endpoint.to_string()).await?;
+    let mut placement = crate::connection::placement(endpoint).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match placement
@@ -84,7 +84,7 @@ pub async fn learning(endpoint: &str) -> anyhow::Result<()> {
                     m.version, m.training_runs
                 );
                 println!("      `augur model`, `augur runs export`, and the job.place spans show what it predicts.");
-                return Ok(());
+                return compare(endpoint).await;
             }
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_secs(1)).await
@@ -95,4 +95,31 @@ pub async fn learning(endpoint: &str) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Jobs per class of the demo's policy comparison.
+const COMPARE_PER_CLASS: usize = 5;
+
+/// Runs one burst under least-loaded and then under predictive (which stays in
+/// force) and prints both mean completion times.
+async fn compare(endpoint: &str) -> anyhow::Result<()> {
+    println!(
+        "demo: the same burst of {} jobs under least-loaded, then predictive...",
+        COMPARE_PER_CLASS * CLASSES.len()
+    );
+    match crate::bench_placement::measure(endpoint, COMPARE_PER_CLASS).await {
+        Ok(c) => {
+            println!(
+                "demo: mean job completion time least-loaded {:.2} s, predictive {:.2} s ({:.2}x); model error median |log2| {:.2}, {:.0}% of predictions from the model.",
+                c.least_loaded_mean_jct_s(),
+                c.predictive_mean_jct_s(),
+                c.ratio(),
+                c.median_abs_log2,
+                c.from_model * 100.0
+            );
+            println!("      `augur bench --compare-placement 10 --slots 1` measures it on a larger burst.");
+        }
+        Err(e) => println!("demo: placement comparison skipped: {e:#}"),
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::Conn;
 use anyhow::{anyhow, Context};
 use augur_core::RunRecord;
 use augur_placement::import::{read_jsonl, read_swf};
@@ -20,7 +21,6 @@ use augur_proto::v1 as pb;
 use augur_proto::v1::placement_service_client::PlacementServiceClient;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 use crate::Output;
 
@@ -117,14 +117,8 @@ pub struct SetArgs {
     overrun_factor: Option<f64>,
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<PlacementServiceClient<Channel>> {
-    let channel = Channel::from_shared(endpoint.to_string())
-        .map_err(|_| anyhow!("InvalidArgument: --endpoint {endpoint:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("Unavailable: cannot reach the coordinator at {endpoint} (is `augur dev` or a coordinator running?)"))?;
-    Ok(PlacementServiceClient::new(channel))
+async fn connect(endpoint: &str) -> anyhow::Result<PlacementServiceClient<Conn>> {
+    crate::connection::placement(endpoint).await
 }
 
 fn time_value(ms: i64) -> Value {
@@ -244,7 +238,7 @@ fn read_runs(path: &Path, format: TraceFormat) -> anyhow::Result<Vec<RunRecord>>
 
 /// The current configuration, its revision, and whether it is the default.
 async fn current_config(
-    client: &mut PlacementServiceClient<Channel>,
+    client: &mut PlacementServiceClient<Conn>,
 ) -> anyhow::Result<(Value, i64, bool)> {
     let reply = client
         .get_placement_config(pb::GetPlacementConfigRequest {})
