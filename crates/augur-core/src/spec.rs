@@ -503,6 +503,26 @@ mod tests {
     }
 
     #[test]
+    fn argument_count_and_total_argv_size_are_capped() {
+        let mut s = input("x");
+        s.args = vec!["a".into(); MAX_ARGS];
+        s.validate().expect("exactly MAX_ARGS arguments are fine");
+        s.args.push("a".into());
+        let err = s.validate().expect_err("one argument too many");
+        assert_eq!(err.field, "spec.args");
+        assert!(err.reason.contains(&MAX_ARGS.to_string()), "{err}");
+
+        // The command counts towards the total: "x" + args of MAX_ARGV_BYTES - 1.
+        let mut s = input("x");
+        s.args = vec!["a".repeat(MAX_ARGV_BYTES - 1)];
+        s.validate().expect("exactly MAX_ARGV_BYTES are fine");
+        s.args.push("b".into());
+        let err = s.validate().expect_err("one byte too many");
+        assert_eq!(err.field, "spec.args");
+        assert!(err.reason.contains(&MAX_ARGV_BYTES.to_string()), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_in_a_spec_file_are_refused() {
         let err = serde_json::from_str::<JobSpecInput>(r#"{"command":"x","timeout_secs":5}"#)
             .expect_err("unknown field");
