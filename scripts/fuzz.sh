@@ -42,15 +42,16 @@ for target in $targets; do
   [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
   log="fuzz/artifacts/$target/last-run.log"
   echo "fuzz: $target for ${seconds}s"
+  touch "$artifacts/.started"
   # -rss_limit_mb / -malloc_limit_mb: a decoder that allocates without bound
   # on a small input is a finding, not an out-of-memory kill of the machine.
   if ! cargo fuzz run -a "$target" "$corpus" "${seeds[@]}" -- \
       -max_total_time="$seconds" -rss_limit_mb=1024 -malloc_limit_mb=512 \
       -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
     echo "fuzz: $target FAILED; log: $log" >&2
-    grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" >&2 || tail -n 40 "$log" >&2
+    { grep -E -A1 "panicked at|SUMMARY|Test unit written" "$log" || tail -n 40 "$log"; } | cut -c1-300 | head -n 12 >&2
     echo "fuzz: crash input(s):" >&2
-    ls -1 "$artifacts"/crash-* "$artifacts"/oom-* "$artifacts"/timeout-* "$artifacts"/leak-* 2>/dev/null >&2 || true
+    find "$artifacts" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) -newer "$artifacts/.started" >&2 || true
     echo "fuzz: reproduce with RUSTC_BOOTSTRAP=1 cargo fuzz run -a $target <input>" >&2
     exit 1
   fi

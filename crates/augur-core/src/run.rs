@@ -121,7 +121,7 @@ impl RunRecord {
             .usage
             .as_ref()
             .map(|u| u.runtime_ms)
-            .unwrap_or_else(|| (finished - started).max(0) as u64);
+            .unwrap_or_else(|| finished.saturating_sub(started).max(0) as u64);
         Ok(Self::build(
             job,
             worker,
@@ -145,7 +145,11 @@ impl RunRecord {
         let runtime_ms = if report.usage.runtime_ms > 0 {
             report.usage.runtime_ms
         } else {
-            (report.finished_at_ms - report.started_at_ms).max(0) as u64
+            // Saturating: timestamps of stored records and reports may be hostile.
+            report
+                .finished_at_ms
+                .saturating_sub(report.started_at_ms)
+                .max(0) as u64
         };
         let outcome = match &report.outcome {
             AttemptOutcome::Exited {
@@ -194,7 +198,7 @@ impl RunRecord {
             submitted_at_ms: job.submitted_at_ms,
             worker_id: worker.to_string(),
             worker_speed: sanitize_speed(worker_speed),
-            queue_wait_ms: (started_at_ms - job.submitted_at_ms).max(0) as u64,
+            queue_wait_ms: started_at_ms.saturating_sub(job.submitted_at_ms).max(0) as u64,
             runtime_ms,
             outcome,
             attempt: job.attempt,

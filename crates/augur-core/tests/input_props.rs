@@ -9,7 +9,7 @@ use augur_core::job::{JobRecord, JobState};
 use augur_core::schedule::{validate_name, Cron, MissedTicks};
 use augur_core::spec::{parse_duration, JobSpecInput, ResourcesInput, RetryInput};
 use augur_core::transition::{apply, AttemptOutcome, AttemptReport, Event};
-use augur_core::{JobId, Usage, WorkerId};
+use augur_core::{JobId, RunRecord, Usage, WorkerId};
 use proptest::prelude::*;
 
 fn text() -> impl Strategy<Value = String> {
@@ -268,4 +268,23 @@ fn sub_millisecond_timeouts_are_refused() {
         ..Default::default()
     };
     assert_eq!(input.validate().expect("1ms is valid").timeout_ms, Some(1));
+}
+
+/// Regression (found by fuzz target job_transitions): a finished record with
+/// timestamps far apart overflowed the queue-wait and runtime subtraction when
+/// it became a run record.
+#[test]
+fn run_records_of_extreme_timestamps_saturate() {
+    let mut job = hostile_job(4, (1, 1, 0), (1, 0, 0), (i64::MIN, 0));
+    job.worker_id = Some(WorkerId::new("w1").expect("valid"));
+    job.started_at_ms = Some(i64::MAX);
+    job.finished_at_ms = Some(i64::MIN);
+    let run = RunRecord::from_job(&job, 1.0).expect("a finished job");
+    assert_eq!(run.queue_wait_ms, i64::MAX as u64);
+    assert_eq!(run.runtime_ms, 0);
+    let mut report = failed(1);
+    report.started_at_ms = i64::MIN;
+    report.finished_at_ms = i64::MAX;
+    let run = RunRecord::from_attempt(&job, &WorkerId::new("w1").expect("valid"), 1.0, &report);
+    assert_eq!(run.runtime_ms, i64::MAX as u64);
 }
