@@ -274,7 +274,7 @@ async fn slow_handshake_does_not_block_other_clients() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dev_pki(dir.path());
     let tls = ReloadingServerTls::load(pki.server_files(true)).expect("load");
-    let server = TestServer::start_with_timeout(&tls, Duration::from_secs(2)).await;
+    let server = TestServer::start_with_timeout(&tls, Duration::from_secs(4)).await;
 
     // Opens TCP and never says a word.
     let silent = tokio::net::TcpStream::connect(server.addr)
