@@ -39,6 +39,8 @@ pub struct ClusterConfig {
     pub extra_coordinator_args: Vec<String>,
     /// Appended to every `augur worker` command line.
     pub extra_worker_args: Vec<String>,
+    /// Set in every `augur worker` process's environment (on top of the test's).
+    pub extra_worker_env: Vec<(String, String)>,
     /// Coordinators serve TLS: the API URLs and advertised addresses are
     /// `https://` (the certificate flags go in `extra_coordinator_args`).
     pub tls: bool,
@@ -57,6 +59,7 @@ impl Default for ClusterConfig {
             executor: None,
             extra_coordinator_args: Vec::new(),
             extra_worker_args: Vec::new(),
+            extra_worker_env: Vec::new(),
             tls: false,
             cli_env: Vec::new(),
         }
@@ -292,6 +295,7 @@ impl Cluster {
             command.args(["--executor", executor]);
         }
         command.args(&self.config.extra_worker_args);
+        command.envs(self.config.extra_worker_env.iter().map(|(k, v)| (k, v)));
         self.nodes.retain(|n| n.name != name);
         self.spawn_node(name, command);
     }

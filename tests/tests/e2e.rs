@@ -20,6 +20,8 @@ mod chaos_worker;
 mod dashboards;
 #[path = "e2e/drain.rs"]
 mod drain;
+#[path = "e2e/hardening.rs"]
+mod hardening;
 #[path = "e2e/learning.rs"]
 mod learning;
 #[path = "e2e/lifecycle.rs"]
