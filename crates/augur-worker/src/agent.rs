@@ -200,6 +200,13 @@ pub async fn run(
         .result_buffer_depth
         .set(agent.buffer.len() as i64);
     info!(worker_id = %agent.id, slots = config.slots, executor = config.executor.kind(), buffered = agent.buffer.len(), "worker starting");
+    if let crate::executor::Executor::Process(process) = &config.executor {
+        info!(
+            run_as = process.run_as.as_ref().map(|u| u.describe()).unwrap_or_else(|| "worker's own user".into()),
+            allowed_commands = ?process.allowlist.patterns(),
+            "job execution policy"
+        );
+    }
 
     // `stopped` fires once a shutdown's drain is over; until then the worker
     // keeps its registration and its stream so running jobs can report.
