@@ -59,6 +59,7 @@ pub fn job_value(job: &pb::Job) -> Value {
         "finished_at": time(job.finished_at_ms),
         "message": job.message,
         "cancel_requested": job.cancel_requested,
+        "owner": if job.owner.is_empty() { Value::Null } else { Value::String(job.owner.clone()) },
         "priority": spec.priority,
         "command": spec.command,
         "args": spec.args,
@@ -86,6 +87,7 @@ pub fn job_detail(job: &pb::Job) -> String {
         "started_at",
         "finished_at",
         "message",
+        "owner",
     ] {
         let text = match &v[key] {
             Value::String(s) => s.clone(),

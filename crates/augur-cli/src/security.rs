@@ -74,7 +74,9 @@ impl EtcdSecurityArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct CoordinatorSecurityArgs {
     /// Run without authentication where none is configured (trusted networks only).
-    #[arg(long, env = "AUGUR_INSECURE")]
+    /// AUGUR_INSECURE accepts 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "AUGUR_INSECURE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
     /// File with the bootstrap admin token (or AUGUR_ADMIN_TOKEN); turns on API authentication.
     #[arg(long, env = "AUGUR_ADMIN_TOKEN_FILE")]

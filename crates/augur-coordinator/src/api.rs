@@ -39,7 +39,9 @@ fn parse_id(text: &str) -> Result<JobId, Status> {
 pub(crate) fn forwarded<T>(from: &tonic::metadata::MetadataMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
     if let Some(value) = from.get("authorization") {
-        request.metadata_mut().insert("authorization", value.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
     }
     request
 }
@@ -122,8 +124,8 @@ impl Api {
                 leader.node_id, leader.address
             ))
         };
-        let mut endpoint = tonic::transport::Endpoint::from_shared(leader.address.clone())
-            .map_err(unreachable)?;
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(leader.address.clone()).map_err(unreachable)?;
         if let Some(tls) = &self.shared.peer_tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(unreachable)?;
         }
@@ -152,7 +154,10 @@ impl Api {
         }
         let status = Status::permission_denied(format!(
             "job {id} belongs to {}; the token {:?} (role {}) may cancel only its own jobs",
-            job.owner.as_deref().map(|o| format!("{o:?}")).unwrap_or_else(|| "no token".into()),
+            job.owner
+                .as_deref()
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|| "no token".into()),
             caller.name,
             caller.role
         ));
@@ -341,7 +346,12 @@ impl JobService for Api {
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         self.shared.metrics.api("drain");
-        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
+        let who = self
+            .shared
+            .auth
+            .admit(&request, Action::Operate)?
+            .caller
+            .name;
         let request = request.into_inner();
         let id = augur_core::WorkerId::new(request.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("worker_id: {e}")))?;
@@ -381,7 +391,12 @@ impl JobService for Api {
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self.shared.auth.admit(&request, Action::Submit)?.caller.name;
+        let who = self
+            .shared
+            .auth
+            .admit(&request, Action::Submit)?
+            .caller
+            .name;
         let request = request.into_inner();
         let name = request.name.clone();
         let result =
@@ -407,7 +422,12 @@ impl JobService for Api {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
+        let who = self
+            .shared
+            .auth
+            .admit(&request, Action::Operate)?
+            .caller
+            .name;
         let name = request.into_inner().name;
         let result = crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
@@ -420,7 +440,12 @@ impl JobService for Api {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
+        let who = self
+            .shared
+            .auth
+            .admit(&request, Action::Operate)?
+            .caller
+            .name;
         let request = request.into_inner();
         let result = crate::schedule_api::pause(
             &self.shared.leader_stores.schedules,

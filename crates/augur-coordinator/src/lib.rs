@@ -160,7 +160,11 @@ pub async fn run_on(
 ) -> Result<(), CoordinatorError> {
     config.auth.check().map_err(CoordinatorError::Config)?;
     if config.auth.worker_certificates
-        && config.tls.as_ref().and_then(|t| t.client_ca.as_ref()).is_none()
+        && config
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_ca.as_ref())
+            .is_none()
     {
         return Err(CoordinatorError::Config(
             "workers can only prove themselves by certificate when mTLS is on (--tls-client-ca)"
@@ -187,9 +191,9 @@ pub async fn run_on(
     let shared = Arc::new(Shared {
         node_id: config.node_id.clone(),
         // Campaigning blocks until this node leads: no request timeout there.
-        leadership: Leadership::new(client.clone(), keys.clone())
-            .with_campaign_client(augur_store::connect_blocking(&config.etcd_endpoints, &config.etcd_security)
-                    .await?),
+        leadership: Leadership::new(client.clone(), keys.clone()).with_campaign_client(
+            augur_store::connect_blocking(&config.etcd_endpoints, &config.etcd_security).await?,
+        ),
         leader_stores: leader::Stores {
             jobs: JobStore::new(client.clone(), keys.clone(), limits.clone()),
             registry: WorkerRegistry::new(client.clone(), keys.clone()),

@@ -344,7 +344,12 @@ impl PlacementService for PlacementApi {
         &self,
         request: Request<pb::SetPlacementConfigRequest>,
     ) -> Result<Response<pb::PlacementConfigJson>, Status> {
-        let who = self.shared.auth.admit(&request, Action::Operate)?.caller.name;
+        let who = self
+            .shared
+            .auth
+            .admit(&request, Action::Operate)?
+            .caller
+            .name;
         let request = request.into_inner();
         let result = self.set(&request).await;
         match &result {

@@ -95,9 +95,13 @@ impl std::fmt::Debug for EtcdSecurity {
 }
 
 impl EtcdSecurity {
-    fn apply(&self, mut options: etcd_client::ConnectOptions) -> Result<etcd_client::ConnectOptions> {
+    fn apply(
+        &self,
+        mut options: etcd_client::ConnectOptions,
+    ) -> Result<etcd_client::ConnectOptions> {
         let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| StoreError::Config(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path)
+                .map_err(|e| StoreError::Config(format!("cannot read {}: {e}", path.display())))
         };
         if let Some(ca) = &self.ca {
             let mut tls = etcd_client::TlsOptions::new()

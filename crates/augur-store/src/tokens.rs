@@ -81,7 +81,11 @@ impl TokenStore {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(after_revision + 1);
-        let stream = self.client.clone().watch(prefix.clone(), Some(opts)).await?;
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix.clone(), Some(opts))
+            .await?;
         Ok(TokenWatch {
             stream,
             prefix,

@@ -229,9 +229,25 @@ pub async fn run(
 
     let mut backoff = Duration::from_millis(100);
     let mut sessions = 0u64;
+    let mut last_refusal: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
         match session(&agent, &leadership, &shutdown, &mut sessions).await {
             Ok(()) => backoff = Duration::from_millis(100),
+            Err(WorkerError::Stream(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                // A refusal will not cure itself: say so loudly, but not in a
+                // tight loop, and keep trying (the credentials may be fixed).
+                if last_refusal.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    warn!(code = ?status.code(), reason = status.message(),
+                          "the coordinator refused this worker; check --join-token-file / TLS certificates");
+                    last_refusal = Some(tokio::time::Instant::now());
+                }
+                backoff = Duration::from_secs(2);
+            }
             Err(e) => {
                 debug!(error = %e, "no stream to the leader");
                 // Capped low: a new leader waits for its workers before dispatching.
