@@ -36,9 +36,9 @@ mod placement_cli;
 mod placement_store;
 #[path = "e2e/schedules.rs"]
 mod schedules;
-#[path = "e2e/traces.rs"]
-mod traces;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;

@@ -87,7 +87,11 @@ fn create_token(cluster: &Cluster, name: &str, role: &str, extra: &[&str]) -> St
     let mut args = vec!["token", "create", "--name", name, "--role", role];
     args.extend_from_slice(extra);
     let out = cli_as(cluster, &[("AUGUR_TOKEN", ADMIN)], &args);
-    assert!(out.status.success(), "token create {name}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "token create {name}: {}",
+        stderr(&out)
+    );
     let secret = stdout(&out);
     assert!(secret.starts_with("augur_"), "secret {secret:?}");
     secret
@@ -98,7 +102,9 @@ fn all_logs(dir: &Path) -> String {
     let mut text = String::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -147,7 +153,11 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     });
 
     // No token, a wrong token.
-    refused(&cli_as(&cluster, &[], &["list"]), "Unauthenticated", "no token");
+    refused(
+        &cli_as(&cluster, &[], &["list"]),
+        "Unauthenticated",
+        "no token",
+    );
     refused(
         &cli_as(&cluster, &[("AUGUR_TOKEN", "augur_nope")], &["list"]),
         "Unauthenticated",
@@ -160,7 +170,9 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     let brief = create_token(&cluster, "brief", "viewer", &["--expires", "2s"]);
 
     // A viewer reads but cannot submit.
-    assert!(cli_as(&cluster, &[("AUGUR_TOKEN", &viewer)], &["list"]).status.success());
+    assert!(cli_as(&cluster, &[("AUGUR_TOKEN", &viewer)], &["list"])
+        .status
+        .success());
     let denied = cli_as(
         &cluster,
         &[("AUGUR_TOKEN", &viewer)],
@@ -195,7 +207,11 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     ));
     let bob_cancel = cli_as(&cluster, &[("AUGUR_TOKEN", &bob)], &["cancel", &long]);
     refused(&bob_cancel, "PermissionDenied", "bob cancels alice's job");
-    assert!(stderr(&bob_cancel).contains("alice"), "{}", stderr(&bob_cancel));
+    assert!(
+        stderr(&bob_cancel).contains("alice"),
+        "{}",
+        stderr(&bob_cancel)
+    );
     let alice_cancel = cli_as(&cluster, &[("AUGUR_TOKEN", &alice)], &["cancel", &long]);
     assert!(alice_cancel.status.success(), "{}", stderr(&alice_cancel));
     let cancelled = cluster.wait_terminal(&long, DEADLINE);
@@ -254,19 +270,29 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     for id in &ids {
         let job = cluster.wait_terminal(id, DEADLINE);
         assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
-        assert_ne!(json_str(&job, "worker_id"), "w3", "a refused worker ran {id}");
+        assert_ne!(
+            json_str(&job, "worker_id"),
+            "w3",
+            "a refused worker ran {id}"
+        );
     }
     let status = cluster.cluster_status();
-    let w3_ready = status["workers"].as_array().is_some_and(|ws| {
-        ws.iter()
-            .any(|w| w["id"] == "w3" && w["state"] == "ready")
-    });
+    let w3_ready = status["workers"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w3" && w["state"] == "ready"));
     assert!(!w3_ready, "w3 with a wrong join token is ready: {status}");
 
     // No secret in any log line or job record.
     let logs = all_logs(cluster.dir());
     let records = cluster.cli_ok(&["--output", "json", "list"]);
-    for secret in [ADMIN, JOIN, alice.as_str(), bob.as_str(), viewer.as_str(), brief.as_str()] {
+    for secret in [
+        ADMIN,
+        JOIN,
+        alice.as_str(),
+        bob.as_str(),
+        viewer.as_str(),
+        brief.as_str(),
+    ] {
         assert!(!logs.contains(secret), "a secret is in the logs");
         assert!(!records.contains(secret), "a secret is in a job record");
     }
@@ -375,7 +401,10 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
     // A client trusting the wrong CA fails the handshake.
     let wrong_ca = cli_as(
         &cluster,
-        &[("AUGUR_TOKEN", ADMIN), ("AUGUR_CA_CERT", &p(&rogue.ca_cert))],
+        &[
+            ("AUGUR_TOKEN", ADMIN),
+            ("AUGUR_CA_CERT", &p(&rogue.ca_cert)),
+        ],
         &["list"],
     );
     assert!(!wrong_ca.status.success(), "wrong CA accepted");
@@ -389,12 +418,18 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
         ],
         &["list"],
     );
-    assert!(!rogue_client.status.success(), "untrusted client certificate accepted");
+    assert!(
+        !rogue_client.status.success(),
+        "untrusted client certificate accepted"
+    );
     // Plain HTTP to a TLS port fails too.
     let plain = run_with_timeout(
         Command::new(cluster.augur_bin())
             .env_remove("AUGUR_CA_CERT")
-            .args(["--endpoint", &cluster.api_url(0).replace("https://", "http://")])
+            .args([
+                "--endpoint",
+                &cluster.api_url(0).replace("https://", "http://"),
+            ])
             .args(["--token", ADMIN, "list"]),
         Duration::from_secs(30),
     );
@@ -417,14 +452,20 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
     for id in &ids {
         let job = cluster.wait_terminal(id, DEADLINE);
         assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
-        assert_ne!(json_str(&job, "worker_id"), "w3", "an untrusted worker ran {id}");
+        assert_ne!(
+            json_str(&job, "worker_id"),
+            "w3",
+            "an untrusted worker ran {id}"
+        );
     }
     let status = cluster.cluster_status();
-    let w3_ready = status["workers"].as_array().is_some_and(|ws| {
-        ws.iter()
-            .any(|w| w["id"] == "w3" && w["state"] == "ready")
-    });
-    assert!(!w3_ready, "a worker with an untrusted certificate is ready: {status}");
+    let w3_ready = status["workers"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w3" && w["state"] == "ready"));
+    assert!(
+        !w3_ready,
+        "a worker with an untrusted certificate is ready: {status}"
+    );
     let logs = all_logs(cluster.dir());
     assert!(!logs.contains(ADMIN), "the admin token is in the logs");
 }
