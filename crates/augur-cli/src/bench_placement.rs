@@ -261,6 +261,23 @@ pub async fn compare(endpoint: &str, per_class: usize) -> anyhow::Result<serde_j
             )
         })
         .collect();
+    // A readable summary on stderr; stdout keeps the JSON alone.
+    eprintln!(
+        "least-loaded mean JCT {:.2} s, predictive {:.2} s: {:.2}x; live model median |log2(predicted/actual)| {:.2}, {:.0} % of predictions from the model",
+        c.least_loaded_mean_jct_s(),
+        c.predictive_mean_jct_s(),
+        c.ratio(),
+        c.median_abs_log2,
+        c.from_model * 100.0
+    );
+    for (class, _) in CLASSES {
+        if let (Some(ll), Some(pr)) = (
+            c.least_loaded.by_class.get(class),
+            c.predictive.by_class.get(class),
+        ) {
+            eprintln!("  {class:<14} {ll:>6.2} s -> {pr:>6.2} s");
+        }
+    }
     Ok(json!({
         "jobs_per_burst": c.jobs,
         "model_version_after_warmup": warm_version,

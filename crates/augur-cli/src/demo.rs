@@ -98,7 +98,7 @@ pub async fn learning(endpoint: &str) -> anyhow::Result<()> {
 }
 
 /// Jobs per class of the demo's policy comparison.
-const COMPARE_PER_CLASS: usize = 5;
+const COMPARE_PER_CLASS: usize = 10;
 
 /// Runs one burst under least-loaded and then under predictive (which stays in
 /// force) and prints both mean completion times.
