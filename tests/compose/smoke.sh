@@ -99,11 +99,18 @@ PROMETHEUS_PORT=$(free_port)
 GRAFANA_PORT=$(free_port)
 JAEGER_UI_PORT=$(free_port)
 export BIND_ADDRESS=127.0.0.1
+# The stack runs authenticated: fresh tokens for this run (what
+# deploy/init-secrets.sh writes to deploy/.env for operators).
+secret() { printf 'augur_%s' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"; }
+export AUGUR_ADMIN_TOKEN AUGUR_JOIN_TOKEN
+AUGUR_ADMIN_TOKEN=$(secret)
+AUGUR_JOIN_TOKEN=$(secret)
+export AUGUR_INSECURE=false
 compose() { "${compose_cmd[@]}" -f deploy/docker-compose.yml "$@"; }
 api1="http://127.0.0.1:$AUGUR_API_PORT"
 api2="http://127.0.0.1:$AUGUR_API_PORT_2"
 prometheus_url="http://127.0.0.1:$PROMETHEUS_PORT"
-augur() { timeout 90 "$augur_bin" --endpoint "$1" "${@:2}"; }
+augur() { AUGUR_TOKEN=$AUGUR_ADMIN_TOKEN timeout 90 "$augur_bin" --endpoint "$1" "${@:2}"; }
 
 teardown() {
   local rc=$?
@@ -164,6 +171,11 @@ done
 out=$(augur "$api2" submit --wait -- sh -c 'echo through the second coordinator') \
   || fail "job through coordinator-2 did not succeed: $out"
 echo "   through coordinator-2: succeeded"
+if out=$(timeout 30 "$augur_bin" --endpoint "$api1" list 2>&1); then
+  fail "the API answered a call without a token: $out"
+fi
+case "$out" in *Unauthenticated*) echo "   a call without a token: refused (Unauthenticated)" ;;
+  *) fail "a call without a token failed, but not as Unauthenticated: $out" ;; esac
 
 phase "Prometheus scrapes every target (up == 1)"
 expected_targets=9 # 2 coordinators, 3 workers, 3 etcd members, Prometheus itself

@@ -448,13 +448,15 @@ impl Drop for Cluster {
 
 /// Exclusive use of the machine for one cluster: a process-wide mutex (threads of
 /// `cargo test`) plus an `flock` on a shared lock file (processes of `cargo nextest`).
-struct ClusterLock {
+/// Held by a test that runs a cluster of its own (e.g. `augur dev`), so it
+/// does not race the harness's clusters for the two cores.
+pub struct ClusterLock {
     _file: File,
     _guard: MutexGuard<'static, ()>,
 }
 
 impl ClusterLock {
-    fn acquire() -> ClusterLock {
+    pub fn acquire() -> ClusterLock {
         // A test that panicked while holding the lock poisons it; the lock guards
         // no data, so the next test may go ahead.
         let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);

@@ -28,9 +28,12 @@ pub mod workload;
 
 pub use audit::{Audit, Figure};
 pub use chaos::{coordinator_index, coordinator_name, unix_now};
-pub use cluster::{Cluster, ClusterConfig};
+pub use cluster::{Cluster, ClusterConfig, ClusterLock};
 pub use jobs::{is_terminal, json_str, json_u64};
 pub use ledger::{Ledger, LedgerEntry};
-pub use process::{augur_bin, pid_alive, run_with_timeout, shell_quote};
+pub use process::{
+    augur_bin, etcd_tool, free_ports, kill_group, pid_alive, run_with_timeout, shell_quote,
+    spawn_logged,
+};
 pub use wait::{poll_every, poll_until};
 pub use workload::{ledger_script, SubmitCall, Submitter};

@@ -18,8 +18,12 @@ mod chaos_split_brain;
 mod chaos_worker;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
+#[path = "e2e/dev_secure.rs"]
+mod dev_secure;
 #[path = "e2e/drain.rs"]
 mod drain;
+#[path = "e2e/etcd_tls.rs"]
+mod etcd_tls;
 #[path = "e2e/hardening.rs"]
 mod hardening;
 #[path = "e2e/learning.rs"]

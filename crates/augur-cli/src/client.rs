@@ -217,12 +217,22 @@ pub async fn submit(endpoint: &str, output: Output, args: SubmitArgs) -> anyhow:
 async fn wait_for_end(client: &mut JobServiceClient<Conn>, id: &str) -> anyhow::Result<pb::Job> {
     let mut delay = Duration::from_millis(20);
     loop {
-        let job = client
+        let answer = client
             .get_job(pb::GetJobRequest {
                 job_id: id.to_string(),
             })
-            .await?
-            .into_inner();
+            .await;
+        let job = match answer {
+            Ok(job) => job.into_inner(),
+            // The job is accepted; a coordinator or etcd member going away
+            // meanwhile is no reason to stop waiting for it.
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(status) => return Err(status.into()),
+        };
         if render::is_terminal(job.state) {
             return Ok(job);
         }

@@ -77,7 +77,20 @@ impl Api {
         record.trace_context = span.carrier();
         self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        let outcome = self.shared.leader_stores.jobs.create(&record).await;
+        // A transport error may come from one dead etcd member while the others
+        // serve: try again (another member), at most twice. A retry after a
+        // write that did land finds its own record and answers Created.
+        let mut outcome = self.shared.leader_stores.jobs.create(&record).await;
+        for pause in [50, 200] {
+            match &outcome {
+                Err(augur_store::StoreError::Etcd(e)) => {
+                    tracing::debug!(error = %e, "job create failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    outcome = self.shared.leader_stores.jobs.create(&record).await;
+                }
+                _ => break,
+            }
+        }
         self.shared.breaker.record(&outcome);
         self.shared
             .metrics

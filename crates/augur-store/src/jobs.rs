@@ -115,8 +115,15 @@ impl JobStore {
                 }
             }
         }
-        // The job key itself existed: a ULID collision, which cannot happen in
-        // practice; report it rather than pretend success.
+        // The job key itself existed. Ids are fresh ULIDs, so that is this
+        // very job, written by an earlier try of this call whose answer was
+        // lost (the caller retries ambiguous failures): it is created. Anything
+        // else would be an id collision, reported rather than hidden.
+        if let Some(stored) = self.get(&job.id).await? {
+            if stored.submitted_at_ms == job.submitted_at_ms && stored.spec == job.spec {
+                return Ok(CreateOutcome::Created);
+            }
+        }
         Err(StoreError::Corrupt {
             key: self.keys.job(&job.id),
             reason: "job id already exists".into(),
