@@ -41,9 +41,8 @@ fn security_dev_secure_serves_mtls_and_tokens_as_its_banner_says() {
     let endpoint = format!("https://{api}");
     let export = |name: &str| -> Option<String> {
         banner().lines().find_map(|l| {
-            l.trim()
-                .strip_prefix(&format!("export {name}="))
-                .map(str::to_string)
+            l.split_once(&format!("export {name}="))
+                .map(|(_, v)| v.trim().to_string())
         })
     };
     poll_until(DEADLINE, "the secure banner", || {
