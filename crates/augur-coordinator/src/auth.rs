@@ -128,6 +128,7 @@ impl Caller {
 }
 
 /// An admitted request: who called, and its in-flight permit (released on drop).
+#[derive(Debug)]
 pub struct Admitted {
     pub caller: Caller,
     _permit: Option<OwnedSemaphorePermit>,

@@ -61,15 +61,13 @@ fn callers_are_found_by_token_and_checked_by_role() {
     let auth = Auth::new(secure());
     let no_token = auth
         .admit(&request(None), Action::Read)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(no_token.code(), tonic::Code::Unauthenticated);
     assert!(no_token.message().contains("Bearer"));
     // Before the mirror is loaded an unknown token is "retry", not "denied".
     let early = auth
         .admit(&request(Some("v")), Action::Read)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(early.code(), tonic::Code::Unavailable);
     auth.replace_tokens(vec![
         record("viewer1", Role::Viewer, "v", None),
@@ -83,21 +81,18 @@ fn callers_are_found_by_token_and_checked_by_role() {
     assert!(auth.admit(&request(Some("v")), Action::Read).is_ok());
     let denied = auth
         .admit(&request(Some("v")), Action::Submit)
-        .err()
-        .expect("denied");
+        .expect_err("denied");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert!(denied.message().contains("viewer1") && denied.message().contains("submitter"));
     assert!(auth.admit(&request(Some("s")), Action::Submit).is_ok());
     let expired = auth
         .admit(&request(Some("o")), Action::Read)
-        .err()
-        .expect("expired");
+        .expect_err("expired");
     assert_eq!(expired.code(), tonic::Code::Unauthenticated);
     assert!(expired.message().contains("expired"));
     let unknown = auth
         .admit(&request(Some("nope")), Action::Read)
-        .err()
-        .expect("unknown");
+        .expect_err("unknown");
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
     // Revocation through the watch path.
     auth.apply(vec![TokenChange::Removed("sub1".into())]);
@@ -110,7 +105,7 @@ fn a_malformed_authorization_header_is_refused() {
     let mut r = Request::new(());
     r.metadata_mut()
         .insert("authorization", "Basic abc".parse().expect("ascii"));
-    let status = auth.admit(&r, Action::Read).err().expect("refused");
+    let status = auth.admit(&r, Action::Read).expect_err("refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 }
 
@@ -142,8 +137,7 @@ fn rate_limits_are_per_caller_and_say_when_to_retry() {
     }
     let limited = auth
         .admit(&request(Some("ta")), Action::Read)
-        .err()
-        .expect("limited");
+        .expect_err("limited");
     assert_eq!(limited.code(), tonic::Code::ResourceExhausted);
     let hint: u64 = limited
         .metadata()
@@ -172,8 +166,7 @@ fn in_flight_requests_are_bounded() {
     let _b = auth.admit(&request(Some("boot")), Action::Read).expect("2");
     let full = auth
         .admit(&request(Some("boot")), Action::Read)
-        .err()
-        .expect("full");
+        .expect_err("full");
     assert_eq!(full.code(), tonic::Code::ResourceExhausted);
     assert!(full.metadata().get(RETRY_AFTER_HEADER).is_some());
     drop(a);
@@ -185,10 +178,7 @@ fn workers_need_the_join_token() {
     let auth = Auth::new(secure());
     let bare = Request::new(());
     assert_eq!(
-        auth.admit_worker(&bare, "w1")
-            .err()
-            .expect("refused")
-            .code(),
+        auth.admit_worker(&bare, "w1").expect_err("refused").code(),
         tonic::Code::Unauthenticated
     );
     let mut wrong = Request::new(());
