@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experts::{candidate_names, candidates, select, CANDIDATE_KINDS, GATE_FEATURES};
 use crate::features::{features, Coverage, FeatureSchema};
-use crate::history::{reference_runtime_s, History};
+use crate::history::{reference_runtime_s, History, MIN_RUNTIME_S};
 use crate::metrics::{median, quantile};
 use crate::replay::{causal_order, ReplayEvent};
 use crate::PredictError;
@@ -31,8 +31,17 @@ use crate::PredictError;
 const ALGORITHM: &str =
     "gate over template experts + ridge(ln runtime), linfa-linear least squares";
 
+/// Fewest training records for fitted gates; below, every candidate kind is
+/// scored by its prior gate (its own recent hit rate). A gate fitted on a
+/// few bursts trusts the ridge, which then extrapolates from history features
+/// it never saw filled (regression test: `model_trained_on_bursts_separates_classes`).
+const MIN_FITTED_GATE_RECORDS: usize = 500;
+
 /// Most rows per candidate kind used to fit the gate.
 const MAX_GATE_ROWS: usize = 40_000;
+
+/// ln of ten years in seconds: the largest runtime the ridge may propose.
+const MAX_RIDGE_LN: f64 = 19.57;
 
 /// Format version of serialised models.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
@@ -139,9 +148,16 @@ pub struct Model {
 
 impl Model {
     /// The ridge's ln(runtime on a speed-1 worker) for a feature vector.
+    /// Clamped to 10 ms … 10 years: a feature far outside what the ridge was
+    /// trained on (a history statistic that was always empty in training)
+    /// must not extrapolate to an infinite runtime.
     pub fn ridge_ln(&self, features: &[f64]) -> f64 {
         let dot: f64 = self.weights.iter().zip(features).map(|(w, x)| w * x).sum();
-        self.intercept + dot
+        let ln = self.intercept + dot;
+        if ln.is_nan() {
+            return crate::features::PRIOR_LN_RUNTIME;
+        }
+        ln.clamp(MIN_RUNTIME_S.ln(), MAX_RIDGE_LN)
     }
 
     /// The model's ln(runtime on a speed-1 worker) for `job` given the
@@ -344,7 +360,7 @@ fn fit_gate(
     });
     let mut gate = Vec::with_capacity(CANDIDATE_KINDS);
     for (kind_rows, kind_hits) in rows.iter().zip(&hits) {
-        if kind_rows.len() < GATE_FEATURES * 4 {
+        if records.len() < MIN_FITTED_GATE_RECORDS || kind_rows.len() < GATE_FEATURES * 4 {
             gate.push(prior_gate());
             continue;
         }
@@ -375,20 +391,18 @@ fn fit_gate(
     Ok(gate)
 }
 
-/// The gate of a candidate kind with too little evidence to fit one: a
-/// pessimistic score (below any fitted gate's, which estimate a hit rate in
-/// [0, 1]) that still prefers the candidate whose template has been right
-/// lately. Without it a model trained on few runs — or only on bursts, where
-/// no job had finished when the others were submitted, so every training row
-/// saw an empty history — scored every candidate alike and took the first
-/// (the user's last run), whatever the job's class.
+/// The gate of a candidate kind with too little evidence to fit one: the
+/// candidate's own recent hit rate (an EWMA of "within 2x", the quantity the
+/// fitted gates estimate, so the scores are comparable), less a small margin
+/// so that a fitted gate wins a tie. Without it a model trained on few runs —
+/// or on bursts, where no job had finished when the others were submitted, so
+/// few training rows saw any history — scored template candidates with a
+/// constant and took the ridge or the global mean (fitted on every row),
+/// whatever the job's class.
 pub(crate) fn prior_gate() -> Vec<f64> {
     let mut w = vec![0.0; GATE_FEATURES];
-    w[0] = -1.0;
-    // Recent ln error (lower is better) and hit rate, then history count.
-    w[1] = -0.1;
-    w[2] = 0.1;
-    w[3] = 0.01;
+    w[0] = -0.1;
+    w[2] = 1.0;
     w
 }
 
