@@ -1,6 +1,7 @@
-//! The learning part of `augur dev --demo`: three job classes of different
+//! The learning part of `augur dev --demo`: four job classes of different
 //! lengths on workers of different (simulated) speeds, so the leader's runtime
-//! model visibly learns them.
+//! model visibly learns them; then the same burst under least-loaded and
+//! under predictive, with both mean completion times printed.
 
 use std::time::Duration;
 
