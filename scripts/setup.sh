@@ -8,6 +8,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The protobuf well-known types (google/protobuf/*.proto) some build scripts import.
+[ -f /usr/include/google/protobuf/empty.proto ] || need+=(libprotobuf-dev)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # --- compose smoke test (tests/compose/): only where a Docker engine is present

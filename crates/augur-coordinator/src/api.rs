@@ -77,14 +77,18 @@ impl Api {
         record.trace_context = span.carrier();
         self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        // A transport error may come from one dead etcd member while the others
-        // serve: try again (another member), at most twice. A retry after a
-        // write that did land finds its own record and answers Created.
+        // A transport error that comes back at once (a dead etcd member whose
+        // connection or name fails) may go better on another member: try
+        // again, at most twice. A slow failure (a timeout: etcd hangs) is not
+        // retried, so a hung etcd still answers within one request timeout. A
+        // retry after a write that did land finds its own record and answers
+        // Created.
         let mut outcome = self.shared.leader_stores.jobs.create(&record).await;
         for pause in [50, 200] {
+            let fast = started.elapsed() < std::time::Duration::from_millis(500);
             match &outcome {
-                Err(augur_store::StoreError::Etcd(e)) => {
-                    tracing::debug!(error = %e, "job create failed; retrying");
+                Err(augur_store::StoreError::Etcd(e)) if fast => {
+                    tracing::debug!(error = %e, "job create failed at once; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                     outcome = self.shared.leader_stores.jobs.create(&record).await;
                 }
@@ -359,12 +363,7 @@ impl JobService for Api {
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         self.shared.metrics.api("drain");
-        let who = self
-            .shared
-            .auth
-            .admit(&request, Action::Operate)?
-            .caller
-            .name;
+        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
         let request = request.into_inner();
         let id = augur_core::WorkerId::new(request.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("worker_id: {e}")))?;
@@ -404,12 +403,7 @@ impl JobService for Api {
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self
-            .shared
-            .auth
-            .admit(&request, Action::Submit)?
-            .caller
-            .name;
+        let who = self.shared.auth.admit_name(&request, Action::Submit)?;
         let request = request.into_inner();
         let name = request.name.clone();
         let result =
@@ -435,12 +429,7 @@ impl JobService for Api {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self
-            .shared
-            .auth
-            .admit(&request, Action::Operate)?
-            .caller
-            .name;
+        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
         let name = request.into_inner().name;
         let result = crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
@@ -453,12 +442,7 @@ impl JobService for Api {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self
-            .shared
-            .auth
-            .admit(&request, Action::Operate)?
-            .caller
-            .name;
+        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
         let request = request.into_inner();
         let result = crate::schedule_api::pause(
             &self.shared.leader_stores.schedules,

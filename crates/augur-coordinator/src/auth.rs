@@ -223,6 +223,12 @@ impl Auth {
         }
     }
 
+    /// [`Auth::admit`] for calls that only need the caller's name (the
+    /// in-flight permit is released at once).
+    pub fn admit_name<T>(&self, request: &Request<T>, action: Action) -> Result<String, Status> {
+        self.admit(request, action).map(|a| a.caller.name)
+    }
+
     fn audit_refusal<T>(&self, request: &Request<T>, who: &str, action: Action, status: &Status) {
         warn!(audit = true, caller = %who, peer = %peer(request), action = action.as_str(),
               result = ?status.code(), reason = status.message(), "api call refused");

@@ -344,12 +344,7 @@ impl PlacementService for PlacementApi {
         &self,
         request: Request<pb::SetPlacementConfigRequest>,
     ) -> Result<Response<pb::PlacementConfigJson>, Status> {
-        let who = self
-            .shared
-            .auth
-            .admit(&request, Action::Operate)?
-            .caller
-            .name;
+        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
         let request = request.into_inner();
         let result = self.set(&request).await;
         match &result {

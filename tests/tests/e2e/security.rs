@@ -117,6 +117,31 @@ fn all_logs(dir: &Path) -> String {
     text
 }
 
+/// Jobs submitted with `token` all succeed elsewhere while worker `refused`
+/// (started with bad credentials) never becomes ready.
+fn jobs_avoid_refused_worker(cluster: &Cluster, token: &str, refused: &str) {
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            stdout(&cli_as(
+                cluster,
+                &[("AUGUR_TOKEN", token)],
+                &["submit", "--", "sh", "-c", &format!("echo {i}")],
+            ))
+        })
+        .collect();
+    for id in &ids {
+        let job = cluster.wait_terminal(id, DEADLINE);
+        assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
+        assert_ne!(json_str(&job, "worker_id"), refused, "{refused} ran {id}");
+    }
+    let status = cluster.cluster_status();
+    let ready = status["workers"].as_array().is_some_and(|ws| {
+        ws.iter()
+            .any(|w| w["id"] == refused && w["state"] == "ready")
+    });
+    assert!(!ready, "{refused}, refused, is ready: {status}");
+}
+
 #[test]
 fn security_coordinator_refuses_to_start_open() {
     let out = run_with_timeout(
@@ -259,28 +284,7 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
             Err(log.lines().last().unwrap_or_default().to_string())
         }
     });
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(stdout(&cli_as(
-            &cluster,
-            &[("AUGUR_TOKEN", &alice)],
-            &["submit", "--", "sh", "-c", &format!("echo {i}")],
-        )));
-    }
-    for id in &ids {
-        let job = cluster.wait_terminal(id, DEADLINE);
-        assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
-        assert_ne!(
-            json_str(&job, "worker_id"),
-            "w3",
-            "a refused worker ran {id}"
-        );
-    }
-    let status = cluster.cluster_status();
-    let w3_ready = status["workers"]
-        .as_array()
-        .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w3" && w["state"] == "ready"));
-    assert!(!w3_ready, "w3 with a wrong join token is ready: {status}");
+    jobs_avoid_refused_worker(&cluster, &alice, "w3");
 
     // No secret in any log line or job record.
     let logs = all_logs(cluster.dir());
@@ -445,27 +449,7 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
         &p(&rogue.client_key),
     ]);
     cluster.start_worker("w3");
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(cluster.submit(&["--", "sh", "-c", &format!("echo {i}")]));
-    }
-    for id in &ids {
-        let job = cluster.wait_terminal(id, DEADLINE);
-        assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
-        assert_ne!(
-            json_str(&job, "worker_id"),
-            "w3",
-            "an untrusted worker ran {id}"
-        );
-    }
-    let status = cluster.cluster_status();
-    let w3_ready = status["workers"]
-        .as_array()
-        .is_some_and(|ws| ws.iter().any(|w| w["id"] == "w3" && w["state"] == "ready"));
-    assert!(
-        !w3_ready,
-        "a worker with an untrusted certificate is ready: {status}"
-    );
+    jobs_avoid_refused_worker(&cluster, ADMIN, "w3");
     let logs = all_logs(cluster.dir());
     assert!(!logs.contains(ADMIN), "the admin token is in the logs");
 }
