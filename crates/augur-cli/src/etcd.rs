@@ -65,6 +65,10 @@ impl EtcdChild {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Its own process group: Ctrl-C in the terminal reaches only
+            // `augur dev`, which stops workers and coordinator first and etcd
+            // last (otherwise their shutdown would find etcd gone).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
