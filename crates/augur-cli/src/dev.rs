@@ -220,7 +220,7 @@ impl LocalCluster {
             config.lease_ttl = Duration::from_secs(2);
             config.executor = spec.executor.clone();
             config.tls = worker_tls.clone();
-            config.join_token = join_token.clone();
+            config.join_token = join_token.clone().map(augur_core::auth::Secret::new);
             config.labels.insert("dev".into(), "true".into());
             // Workers of different speeds, simulated on one machine: the demo's
             // jobs divide their duration by AUGUR_WORKER_SPEED.

@@ -231,7 +231,10 @@ impl WorkerArgs {
         c.output_retention = self.output_retention;
         c.fsync_results = self.fsync_results;
         c.drain_timeout = self.drain_timeout;
-        c.join_token = self.security.join_token()?;
+        c.join_token = self
+            .security
+            .join_token()?
+            .map(augur_core::auth::Secret::new);
         c.tls = self.security.tls()?;
         c.etcd_security = self.etcd.security.security()?;
         c.executor = match self.executor {

@@ -36,8 +36,8 @@ pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// The caller name used when the API runs without authentication.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// How callers and workers are checked.
-#[derive(Clone, Debug, Default)]
+/// How callers and workers are checked. Its `Debug` never shows a secret.
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// Run without authentication where none is configured.
     pub insecure: bool,
@@ -53,6 +53,21 @@ pub struct AuthConfig {
     pub rate_burst: f64,
     /// API requests in flight on this coordinator; 0: unlimited.
     pub max_inflight: usize,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("AuthConfig")
+            .field("insecure", &self.insecure)
+            .field("admin_token", &set(&self.admin_token))
+            .field("join_token", &set(&self.join_token))
+            .field("worker_certificates", &self.worker_certificates)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_burst", &self.rate_burst)
+            .field("max_inflight", &self.max_inflight)
+            .finish()
+    }
 }
 
 impl AuthConfig {

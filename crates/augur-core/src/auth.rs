@@ -16,6 +16,28 @@ pub const TOKEN_RECORD_VERSION: u32 = 1;
 /// Longest token name.
 pub const MAX_TOKEN_NAME: usize = 64;
 
+/// A secret value (a token) whose `Debug` never shows it, so a configuration
+/// printed for debugging cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that sends or compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// An API role.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,6 +187,13 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
         }
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(s.expose(), "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct WorkerConfig {
     pub report_tail_bytes: usize,
     /// The cluster's join token, sent when attaching (coordinators that
     /// require one refuse the stream without it).
-    pub join_token: Option<String>,
+    pub join_token: Option<augur_core::auth::Secret>,
     /// TLS to the coordinators (for `https://` leader addresses): the cluster
     /// CA and, under mTLS, this worker's certificate.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
@@ -391,6 +391,7 @@ async fn session(
     }
     if let Some(token) = &agent.config.join_token {
         let value = token
+            .expose()
             .parse()
             .map_err(|_| WorkerError::Config("the join token is not printable ASCII".into()))?;
         request.metadata_mut().insert("x-augur-join-token", value);

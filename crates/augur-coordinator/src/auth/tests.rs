@@ -225,3 +225,10 @@ fn secrets_are_random_and_hashes_are_hex() {
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
 }
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let text = format!("{:?}", secure());
+    assert!(!text.contains("boot") && !text.contains("join\""), "{text}");
+    assert!(text.contains("<set>"));
+}
