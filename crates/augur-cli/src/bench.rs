@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use augur_proto::v1 as pb;
+use augur_proto::v1::job_service_client::JobServiceClient;
 use clap::Args;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 
+use crate::connection::Conn;
 use crate::dev::{LocalCluster, LocalSpec};
 use crate::serve::ExecutorKind;
 use crate::Output;
@@ -158,6 +160,31 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// How many jobs of the cluster are in a terminal state.
+async fn count_terminal(client: &mut JobServiceClient<Conn>) -> anyhow::Result<usize> {
+    let mut token = String::new();
+    let mut terminal = 0;
+    loop {
+        let page = client
+            .list_jobs(pb::ListJobsRequest {
+                states: vec![],
+                page_size: 1000,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        terminal += page
+            .jobs
+            .iter()
+            .filter(|j| crate::render::is_terminal(j.state))
+            .count();
+        if page.next_page_token.is_empty() {
+            return Ok(terminal);
+        }
+        token = page.next_page_token;
+    }
+}
+
 async fn measure(
     args: &BenchArgs,
     cluster: &LocalCluster,
@@ -228,6 +255,14 @@ async fn measure(
             anyhow::bail!("jobs did not finish within 10 minutes");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The leader's counts can read zero while a job is assigned but not yet
+    // started; wait until every record is terminal too.
+    while count_terminal(&mut c).await? < args.jobs {
+        if Instant::now() > deadline {
+            anyhow::bail!("jobs did not finish within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wall = started.elapsed().as_secs_f64();
     // Read every record back for exact per-job figures.
