@@ -12,7 +12,9 @@
 //! is to be within 2x of the truth, from how that candidate has been doing
 //! lately (causal EWMAs of its error and hit rate), how much history it has,
 //! how stable the recent runtimes are, and how it compares with the request;
-//! the best-scored candidate is the prediction.
+//! the best-scored candidate is the prediction, blended in log space with a
+//! runner-up that scores almost as well and proposes something within 4x
+//! ([`select_ln`]).
 
 use augur_core::RunRecord;
 
@@ -20,7 +22,14 @@ use crate::features::PRIOR_LN_RUNTIME;
 use crate::history::{Expert, History, Template, MIN_RUNTIME_S};
 
 /// Gate features per candidate.
-pub const GATE_FEATURES: usize = 12 + LN_BINS.len();
+pub const GATE_FEATURES: usize = SLOW_HIT + 1;
+
+/// Index of the product of the candidate's recent hit rate and its consensus
+/// (a track record counts for more when others agree).
+const HIT_X_CONSENSUS: usize = 12 + LN_BINS.len();
+/// Index of the candidate's slow hit rate (a longer memory than the recent
+/// hit rate).
+const SLOW_HIT: usize = HIT_X_CONSENSUS + 1;
 
 /// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
 /// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
@@ -137,15 +146,17 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
                 continue;
             };
             let score = stats.experts[expert as usize];
-            let (error, hit) = if score.count > 0 {
-                (score.error_ewma, score.hit_ewma)
+            let (error, hit, slow) = if score.count > 0 {
+                (score.error_ewma, score.hit_ewma, score.hit_slow)
             } else {
-                (UNKNOWN_ERROR, UNKNOWN_HIT)
+                (UNKNOWN_ERROR, UNKNOWN_HIT, UNKNOWN_HIT)
             };
+            let mut features = gate(error, hit, stats.count, spread, requested, ln, ridge_ln);
+            features[SLOW_HIT] = slow;
             out.push(Candidate {
                 kind: t * Expert::ALL.len() + expert as usize,
                 ln,
-                gate: gate(error, hit, stats.count, spread, requested, ln, ridge_ln),
+                gate: features,
             });
         }
     }
@@ -211,6 +222,7 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
         let tight = out.iter().filter(|c| (c.ln - ln).abs() <= TIGHT).count();
         out[i].gate[CONSENSUS + 2] = tight.saturating_sub(1) as f64 / (n - 1).max(1) as f64;
         out[i].gate[CONSENSUS + 3] = (n as f64).ln();
+        out[i].gate[HIT_X_CONSENSUS] = out[i].gate[2] * out[i].gate[CONSENSUS];
     }
 }
 
@@ -229,6 +241,40 @@ pub fn select<'a>(weights: &[Vec<f64>], cands: &'a [Candidate]) -> Option<&'a Ca
         }
     }
     best.map(|(c, _)| c)
+}
+
+/// Largest score gap at which the runner-up is blended in.
+const BLEND_MARGIN: f64 = 0.15;
+/// Largest distance (ln units: a factor of four) of a blended runner-up.
+const BLEND_SPAN: f64 = 2.0 * std::f64::consts::LN_2;
+
+/// The prediction from the scored candidates: the best one's value, or, when
+/// the runner-up scores almost as well and proposes something within a
+/// factor of four, the two blended in log space.
+pub fn select_ln(weights: &[Vec<f64>], cands: &[Candidate]) -> Option<(f64, usize)> {
+    let mut best: Option<(&Candidate, f64)> = None;
+    let mut second: Option<(&Candidate, f64)> = None;
+    for c in cands {
+        let Some(w) = weights.get(c.kind) else {
+            continue;
+        };
+        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
+        if best.is_none_or(|(_, s)| score > s) {
+            second = best;
+            best = Some((c, score));
+        } else if second.is_none_or(|(_, s)| score > s) {
+            second = Some((c, score));
+        }
+    }
+    let (b, bs) = best?;
+    match second {
+        Some((s, ss)) if bs - ss <= BLEND_MARGIN && (b.ln - s.ln).abs() <= BLEND_SPAN => {
+            // Equal scores: the midpoint; the further apart, the nearer the best.
+            let wb = 0.5 + 0.5 * (bs - ss) / BLEND_MARGIN;
+            Some((wb * b.ln + (1.0 - wb) * s.ln, b.kind))
+        }
+        _ => Some((b.ln, b.kind)),
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +307,33 @@ mod tests {
         let mut weights = vec![vec![0.0; GATE_FEATURES]; CANDIDATE_KINDS];
         weights[GLOBAL][0] = 1.0;
         assert_eq!(select(&weights, &cands).map(|c| c.kind), Some(GLOBAL));
+    }
+
+    fn scored(kind: usize, ln: f64, score: f64) -> (Candidate, Vec<f64>) {
+        let mut gate = [0.0; GATE_FEATURES];
+        gate[0] = 1.0;
+        let mut w = vec![0.0; GATE_FEATURES];
+        w[0] = score;
+        (Candidate { kind, ln, gate }, w)
+    }
+
+    #[test]
+    fn close_runner_up_is_blended_far_one_is_not() {
+        let (a, wa) = scored(0, 4.0, 0.8);
+        let (b, wb) = scored(1, 5.0, 0.8);
+        let (c, wc) = scored(2, 9.0, 0.79);
+        let weights = vec![wa, wb, wc];
+        // Two equally scored candidates within 4x: their log-space midpoint.
+        let (ln, kind) = select_ln(&weights, &[a, b]).expect("candidates");
+        assert!((ln - 4.5).abs() < 1e-9, "{ln}");
+        assert_eq!(kind, 0);
+        // A runner-up more than 4x away is ignored.
+        let (ln, _) = select_ln(&weights, &[a, c]).expect("candidates");
+        assert!((ln - 4.0).abs() < 1e-9, "{ln}");
+        // A clearly better candidate is taken as it is.
+        let weights = vec![weights[0].clone(), vec![0.2; 1], weights[2].clone()];
+        let (ln, kind) = select_ln(&weights, &[a, b]).expect("candidates");
+        assert_eq!((ln, kind), (4.0, 0));
+        assert!(select_ln(&weights, &[]).is_none());
     }
 }

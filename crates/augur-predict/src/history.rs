@@ -35,6 +35,8 @@ pub const RECENT: usize = 5;
 
 /// Smoothing factor of the per-template EWMA of ln(runtime).
 const EWMA_ALPHA: f64 = 0.3;
+/// Smoothing factor of the slow hit-rate EWMA of each expert.
+const SLOW_ALPHA: f64 = 0.08;
 
 /// The templates, in feature order. Each names the attributes that make two
 /// jobs similar.
@@ -51,10 +53,16 @@ pub enum Template {
     UserClassCpu,
     /// Same user and same non-user, non-hint labels (SWF: group, queue, partition).
     UserLabels,
+    /// Same class and requested CPU, any user.
+    ClassCpu,
+    /// Same user, class (if any) and requested CPU, submitted in the same part
+    /// of the week (one of four six-hour spans of a weekday, or a weekend):
+    /// night batches run longer than daytime tests.
+    UserCpuShift,
 }
 
 impl Template {
-    pub const ALL: [Template; 8] = [
+    pub const ALL: [Template; 10] = [
         Template::User,
         Template::UserClass,
         Template::Class,
@@ -63,6 +71,8 @@ impl Template {
         Template::UserCpu,
         Template::UserClassCpu,
         Template::UserLabels,
+        Template::ClassCpu,
+        Template::UserCpuShift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +85,8 @@ impl Template {
             Template::UserCpu => "user_cpu",
             Template::UserClassCpu => "user_class_cpu",
             Template::UserLabels => "user_labels",
+            Template::ClassCpu => "class_cpu",
+            Template::UserCpuShift => "user_cpu_shift",
         }
     }
 
@@ -139,8 +151,36 @@ impl Template {
                 }
                 any.then_some(())?;
             }
+            Template::ClassCpu => {
+                need(&job.name)?;
+                h.str(&job.name)
+                    .u64(job.requested_cpu_millis)
+                    .u64(job.requested_slots as u64);
+            }
+            Template::UserCpuShift => {
+                need(&job.user)?;
+                h.str(&job.user)
+                    .str(&job.name)
+                    .u64(job.requested_cpu_millis)
+                    .u64(job.requested_slots as u64)
+                    .u64(job.requested_time_s.map_or(0, f64::to_bits))
+                    .u64(shift(job.submitted_at_ms));
+            }
         }
         Some(h.finish())
+    }
+}
+
+/// The part of the week `at_ms` (UTC) falls in: 0–3 for the six-hour spans
+/// of a weekday, 4 for the weekend.
+fn shift(at_ms: i64) -> u64 {
+    let seconds = at_ms.div_euclid(1000);
+    // 1970-01-01 was a Thursday: day 0 → weekday 3 (Monday = 0).
+    let weekday = (seconds.div_euclid(86_400) + 3).rem_euclid(7);
+    if weekday >= 5 {
+        4
+    } else {
+        (seconds.rem_euclid(86_400) / 21_600) as u64
     }
 }
 
@@ -231,12 +271,15 @@ impl Expert {
 }
 
 /// Running score of one expert: EWMAs of its absolute ln error and of whether
-/// it was within a factor of two.
+/// it was within a factor of two (a fast and a slow one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpertScore {
     pub count: u64,
     pub error_ewma: f64,
     pub hit_ewma: f64,
+    /// A slower EWMA of the hit rate (longer memory than `hit_ewma`).
+    #[serde(default)]
+    pub hit_slow: f64,
 }
 
 impl ExpertScore {
@@ -249,7 +292,9 @@ impl ExpertScore {
         if self.count == 0 {
             self.error_ewma = error;
             self.hit_ewma = hit;
+            self.hit_slow = hit;
         } else {
+            self.hit_slow = SLOW_ALPHA * hit + (1.0 - SLOW_ALPHA) * self.hit_slow;
             self.error_ewma = EWMA_ALPHA * error + (1.0 - EWMA_ALPHA) * self.error_ewma;
             self.hit_ewma = EWMA_ALPHA * hit + (1.0 - EWMA_ALPHA) * self.hit_ewma;
         }
@@ -445,6 +490,29 @@ pub fn reference_runtime_s(record: &RunRecord) -> f64 {
 mod tests {
     use super::*;
     use crate::testing::record;
+
+    #[test]
+    fn shift_template_separates_night_from_day() {
+        // Day 4 (1970-01-05) is a Monday.
+        let day = 4 * 86_400_000;
+        let mut night = record(1, "alice", "sim", 10.0);
+        night.submitted_at_ms = day + 2 * 3_600_000;
+        let mut morning = night.clone();
+        morning.submitted_at_ms = day + 9 * 3_600_000;
+        let mut later_night = night.clone();
+        later_night.submitted_at_ms = day + 86_400_000 + 3_600_000;
+        let mut saturday = night.clone();
+        saturday.submitted_at_ms = day + 5 * 86_400_000 + 9 * 3_600_000;
+        let key = |r: &RunRecord| Template::UserCpuShift.key(r);
+        assert_eq!(key(&night), key(&later_night));
+        assert_ne!(key(&night), key(&morning));
+        assert_ne!(key(&morning), key(&saturday));
+        assert_eq!(shift(saturday.submitted_at_ms), 4);
+        assert_eq!(
+            Template::ClassCpu.key(&night),
+            Template::ClassCpu.key(&record(2, "bob", "sim", 1.0))
+        );
+    }
 
     #[test]
     fn templates_need_their_attributes() {

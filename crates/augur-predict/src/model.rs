@@ -20,7 +20,7 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::experts::{candidate_names, candidates, select, CANDIDATE_KINDS, GATE_FEATURES};
+use crate::experts::{candidate_names, candidates, select_ln, CANDIDATE_KINDS, GATE_FEATURES};
 use crate::features::{features, Coverage, FeatureSchema};
 use crate::history::{reference_runtime_s, History, MIN_RUNTIME_S};
 use crate::metrics::{median, quantile};
@@ -44,7 +44,7 @@ const MAX_GATE_ROWS: usize = 40_000;
 const MAX_RIDGE_LN: f64 = 19.57;
 
 /// Format version of serialised models.
-pub const MODEL_FORMAT_VERSION: u32 = 1;
+pub const MODEL_FORMAT_VERSION: u32 = 2;
 
 /// Residual groups kept in a model, most frequent first (bounds its size).
 const MAX_RESIDUAL_GROUPS: usize = 2000;
@@ -173,9 +173,8 @@ impl Model {
         let coverage = features(history, &self.schema, job, &mut scratch.row);
         let ridge = self.ridge_ln(&scratch.row);
         candidates(history, job, ridge, &mut scratch.candidates);
-        let (ln, kind) = select(&self.gate, &scratch.candidates)
-            .map(|c| (c.ln, c.kind))
-            .unwrap_or((ridge, crate::experts::RIDGE));
+        let (ln, kind) =
+            select_ln(&self.gate, &scratch.candidates).unwrap_or((ridge, crate::experts::RIDGE));
         (clamp_to_request(ln, job), kind, coverage)
     }
 
@@ -310,8 +309,8 @@ pub fn train(
     replay_submissions(records, |i, history| {
         let job = &records[i];
         candidates(history, job, ridge_ln[i], &mut cands);
-        let ln = select(&model.gate, &cands)
-            .map(|c| c.ln)
+        let ln = select_ln(&model.gate, &cands)
+            .map(|c| c.0)
             .unwrap_or(ridge_ln[i]);
         residuals[i] = reference_runtime_s(job).ln() - clamp_to_request(ln, job);
     });
