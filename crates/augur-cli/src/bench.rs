@@ -160,10 +160,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// How many jobs of the cluster are in a terminal state.
-async fn count_terminal(client: &mut JobServiceClient<Conn>) -> anyhow::Result<usize> {
+/// Every job record of the cluster.
+async fn all_jobs(client: &mut JobServiceClient<Conn>) -> anyhow::Result<Vec<pb::Job>> {
     let mut token = String::new();
-    let mut terminal = 0;
+    let mut jobs = Vec::new();
     loop {
         let page = client
             .list_jobs(pb::ListJobsRequest {
@@ -173,13 +173,9 @@ async fn count_terminal(client: &mut JobServiceClient<Conn>) -> anyhow::Result<u
             })
             .await?
             .into_inner();
-        terminal += page
-            .jobs
-            .iter()
-            .filter(|j| crate::render::is_terminal(j.state))
-            .count();
+        jobs.extend(page.jobs);
         if page.next_page_token.is_empty() {
-            return Ok(terminal);
+            return Ok(jobs);
         }
         token = page.next_page_token;
     }
@@ -256,42 +252,34 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The leader's counts can read zero while a job is assigned but not yet
-    // started; wait until every record is terminal too.
-    while count_terminal(&mut c).await? < args.jobs {
+    // The leader's counts drop to zero when it has the results, possibly
+    // before their terminal records are written: wait for the records too.
+    let terminal = |jobs: &[pb::Job]| {
+        jobs.iter()
+            .filter(|j| crate::render::is_terminal(j.state))
+            .count()
+    };
+    let mut jobs = all_jobs(&mut c).await?;
+    while terminal(&jobs) < args.jobs {
         if Instant::now() > deadline {
             anyhow::bail!("jobs did not finish within 10 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        jobs = all_jobs(&mut c).await?;
     }
     let wall = started.elapsed().as_secs_f64();
     // Read every record back for exact per-job figures.
     let mut latencies = Vec::with_capacity(args.jobs);
-    let mut token = String::new();
     let mut last_finish = 0i64;
     let mut first_submit = i64::MAX;
     let mut succeeded = 0usize;
-    loop {
-        let page = c
-            .list_jobs(pb::ListJobsRequest {
-                states: vec![],
-                page_size: 1000,
-                page_token: token,
-            })
-            .await?
-            .into_inner();
-        for job in &page.jobs {
-            if job.state == pb::JobState::Succeeded as i32 {
-                succeeded += 1;
-            }
-            latencies.push((job.started_at_ms - job.submitted_at_ms) as f64);
-            last_finish = last_finish.max(job.finished_at_ms);
-            first_submit = first_submit.min(job.submitted_at_ms);
+    for job in &jobs {
+        if job.state == pb::JobState::Succeeded as i32 {
+            succeeded += 1;
         }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
+        latencies.push((job.started_at_ms - job.submitted_at_ms) as f64);
+        last_finish = last_finish.max(job.finished_at_ms);
+        first_submit = first_submit.min(job.submitted_at_ms);
     }
     if succeeded != args.jobs {
         anyhow::bail!("{succeeded} of {} jobs succeeded", args.jobs);
