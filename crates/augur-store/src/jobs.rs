@@ -7,7 +7,7 @@
 use augur_core::{JobId, JobRecord, JobState};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    TxnOpResponse, WatchStream,
 };
 
 use crate::codec::{decode, encode, FinishedEntry, PendingEntry};
@@ -300,14 +300,7 @@ impl JobStore {
     /// through any coordinator appear here.
     pub async fn watch_pending(&self, after_revision: i64) -> Result<PendingWatch> {
         let prefix = self.keys.pending_prefix();
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after_revision + 1);
-        let stream = self
-            .client
-            .clone()
-            .watch(prefix.clone(), Some(opts))
-            .await?;
+        let stream = crate::watch_prefix(&self.client, &prefix, after_revision).await?;
         Ok(PendingWatch {
             stream,
             keys: self.keys.clone(),

@@ -169,6 +169,20 @@ pub async fn connect_blocking(endpoints: &[String], security: &EtcdSecurity) -> 
     Ok(EtcdClient::connect(endpoints, Some(security.apply(options)?)).await?)
 }
 
+/// A watch on every key under `prefix`, from the revision after
+/// `after_revision` (so a read at that revision followed by this watch misses
+/// nothing).
+pub(crate) async fn watch_prefix(
+    client: &EtcdClient,
+    prefix: &str,
+    after_revision: i64,
+) -> Result<etcd_client::WatchStream> {
+    let opts = etcd_client::WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(after_revision + 1);
+    Ok(client.clone().watch(prefix, Some(opts)).await?)
+}
+
 /// The next response of a watch, or [`StoreError::WatchEnded`] if etcd closed
 /// or cancelled it (e.g. its start revision was compacted): the caller reloads
 /// and watches again rather than risk a missed event.

@@ -7,9 +7,7 @@
 //! trip. Token writes are not fenced: any coordinator serves token management.
 
 use augur_core::auth::TokenRecord;
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchStream,
-};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchStream};
 
 use crate::codec::{decode, encode};
 use crate::keys::Keys;
@@ -78,14 +76,7 @@ impl TokenStore {
     /// Watches token changes after `after_revision`.
     pub async fn watch(&self, after_revision: i64) -> Result<TokenWatch> {
         let prefix = self.keys.tokens_prefix();
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after_revision + 1);
-        let stream = self
-            .client
-            .clone()
-            .watch(prefix.clone(), Some(opts))
-            .await?;
+        let stream = crate::watch_prefix(&self.client, &prefix, after_revision).await?;
         Ok(TokenWatch {
             stream,
             prefix,

@@ -4,8 +4,7 @@
 
 use augur_core::{WorkerId, WorkerInfo};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchStream,
 };
 
 use crate::codec::{decode, encode};
@@ -100,14 +99,7 @@ impl WorkerRegistry {
     /// Watches registrations after `revision`.
     pub async fn watch(&self, after_revision: i64) -> Result<WorkerWatch> {
         let prefix = self.keys.workers_prefix();
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after_revision + 1);
-        let stream = self
-            .client
-            .clone()
-            .watch(prefix.clone(), Some(opts))
-            .await?;
+        let stream = crate::watch_prefix(&self.client, &prefix, after_revision).await?;
         Ok(WorkerWatch {
             stream,
             keys: self.keys.clone(),
