@@ -66,13 +66,38 @@ pub fn etcd_tool(name: &str) -> PathBuf {
     })
 }
 
-/// `count` distinct free loopback ports. All listeners are held until every port
-/// is chosen, so the ports differ from each other; another process could still take
-/// one before we use it, which is unlikely enough on a test machine.
+/// `count` distinct free loopback ports, chosen below the kernel's ephemeral
+/// range (32768-60999 by default): a port the kernel handed out for bind(0)
+/// and we released could be given next to an outgoing connection, and then a
+/// node that binds it fails with "address in use" (seen in full runs). All
+/// listeners are held until every port is chosen, so the ports differ from
+/// each other; another process could still take one before we use it.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-        .collect();
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_000;
+    // Start somewhere that depends on the process and the time, so parallel
+    // test binaries do not all probe the same ports first.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut listeners = Vec::with_capacity(count);
+    let span = HIGH - LOW;
+    for step in 0..span {
+        if listeners.len() == count {
+            break;
+        }
+        let port = (LOW + (seed.wrapping_add(step.wrapping_mul(7919))) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    assert_eq!(
+        listeners.len(),
+        count,
+        "no {count} free loopback ports in {LOW}..{HIGH}"
+    );
     listeners
         .iter()
         .map(|l| {
