@@ -117,6 +117,25 @@ fn all_logs(dir: &Path) -> String {
     text
 }
 
+/// Two workers, coordinators requiring the admin and join tokens (plus
+/// `extra` flags), and the harness's own CLI calls made as the admin.
+fn token_cluster(secrets: &Secrets, extra: &[&str]) -> Cluster {
+    let mut coordinator = s(&[
+        "--admin-token-file",
+        &secrets.admin_file,
+        "--join-token-file",
+        &secrets.join_file,
+    ]);
+    coordinator.extend(s(extra));
+    Cluster::start(ClusterConfig {
+        workers: 2,
+        extra_coordinator_args: coordinator,
+        extra_worker_args: s(&["--join-token-file", &secrets.join_file]),
+        cli_env: vec![("AUGUR_TOKEN".into(), ADMIN.into())],
+        ..Default::default()
+    })
+}
+
 /// Jobs submitted with `token` all succeed elsewhere while worker `refused`
 /// (started with bad credentials) never becomes ready.
 fn jobs_avoid_refused_worker(cluster: &Cluster, token: &str, refused: &str) {
@@ -164,18 +183,7 @@ fn security_coordinator_refuses_to_start_open() {
 #[test]
 fn security_tokens_roles_ownership_revocation_and_expiry() {
     let secrets = secrets();
-    let mut cluster = Cluster::start(ClusterConfig {
-        workers: 2,
-        extra_coordinator_args: s(&[
-            "--admin-token-file",
-            &secrets.admin_file,
-            "--join-token-file",
-            &secrets.join_file,
-        ]),
-        extra_worker_args: s(&["--join-token-file", &secrets.join_file]),
-        cli_env: vec![("AUGUR_TOKEN".into(), ADMIN.into())],
-        ..Default::default()
-    });
+    let mut cluster = token_cluster(&secrets, &[]);
 
     // No token, a wrong token.
     refused(
@@ -306,22 +314,7 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
 #[test]
 fn security_rate_limit_refuses_bursts_and_keeps_accepted_jobs() {
     let secrets = secrets();
-    let cluster = Cluster::start(ClusterConfig {
-        workers: 2,
-        extra_coordinator_args: s(&[
-            "--admin-token-file",
-            &secrets.admin_file,
-            "--join-token-file",
-            &secrets.join_file,
-            "--rate-limit",
-            "2",
-            "--rate-burst",
-            "5",
-        ]),
-        extra_worker_args: s(&["--join-token-file", &secrets.join_file]),
-        cli_env: vec![("AUGUR_TOKEN".into(), ADMIN.into())],
-        ..Default::default()
-    });
+    let cluster = token_cluster(&secrets, &["--rate-limit", "2", "--rate-burst", "5"]);
     let sub = create_token(&cluster, "burst", "submitter", &[]);
     let mut accepted = Vec::new();
     let mut exhausted = 0;
