@@ -22,7 +22,7 @@ use crate::features::PRIOR_LN_RUNTIME;
 use crate::history::{Expert, History, Template, MIN_RUNTIME_S};
 
 /// Gate features per candidate.
-pub const GATE_FEATURES: usize = SLOW_HIT + 1;
+pub const GATE_FEATURES: usize = COVER_SPECIFIC + 1;
 
 /// Index of the product of the candidate's recent hit rate and its consensus
 /// (a track record counts for more when others agree).
@@ -30,6 +30,28 @@ const HIT_X_CONSENSUS: usize = 12 + LN_BINS.len();
 /// Index of the candidate's slow hit rate (a longer memory than the recent
 /// hit rate).
 const SLOW_HIT: usize = HIT_X_CONSENSUS + 1;
+/// Index of the share of the candidate's own template's recent runtimes
+/// within 2x of the candidate (how often the recent past landed near it).
+const COVER_OWN: usize = SLOW_HIT + 1;
+/// Index of the same share over the job's most specific user template
+/// (user+class, else user).
+const COVER_SPECIFIC: usize = COVER_OWN + 1;
+
+/// Share of the recent runtimes of `stats` within 2x of `ln`.
+fn cover(stats: Option<&crate::history::Stats>, ln: f64) -> f64 {
+    let Some(stats) = stats else {
+        return 0.0;
+    };
+    let n = (stats.count as usize).min(crate::history::RECENT);
+    if n == 0 {
+        return 0.0;
+    }
+    let near = stats.last[..n]
+        .iter()
+        .filter(|r| (r.max(MIN_RUNTIME_S).ln() - ln).abs() <= std::f64::consts::LN_2)
+        .count();
+    near as f64 / n as f64
+}
 
 /// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
 /// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
@@ -132,6 +154,9 @@ fn gate(
 pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut Vec<Candidate>) {
     out.clear();
     let requested = requested_ln(job);
+    let specific = history
+        .stats(Template::UserClass, job)
+        .or_else(|| history.stats(Template::User, job));
     for (t, template) in Template::ALL.into_iter().enumerate() {
         let Some(stats) = history.stats(template, job) else {
             continue;
@@ -153,6 +178,7 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
             };
             let mut features = gate(error, hit, stats.count, spread, requested, ln, ridge_ln);
             features[SLOW_HIT] = slow;
+            features[COVER_OWN] = cover(Some(stats), ln);
             out.push(Candidate {
                 kind: t * Expert::ALL.len() + expert as usize,
                 ln,
@@ -206,6 +232,12 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
     // Consensus: runtimes cluster, so a candidate that others agree with is
     // likelier to be the mode.
     let n = out.len();
+    for c in out.iter_mut() {
+        c.gate[COVER_SPECIFIC] = cover(specific, c.ln);
+        if c.kind >= RIDGE {
+            c.gate[COVER_OWN] = c.gate[COVER_SPECIFIC];
+        }
+    }
     let min_error = out.iter().map(|c| c.gate[1]).fold(f64::INFINITY, f64::min);
     for i in 0..n {
         let ln = out[i].ln;
@@ -307,6 +339,26 @@ mod tests {
         let mut weights = vec![vec![0.0; GATE_FEATURES]; CANDIDATE_KINDS];
         weights[GLOBAL][0] = 1.0;
         assert_eq!(select(&weights, &cands).map(|c| c.kind), Some(GLOBAL));
+    }
+
+    #[test]
+    fn cover_counts_recent_runs_within_two_x() {
+        let mut history = History::new();
+        for (i, runtime) in [100.0, 150.0, 5000.0, 60.0].into_iter().enumerate() {
+            history.observe(&record(i as i64, "ann", "etl", runtime));
+        }
+        let job = record(9, "ann", "etl", 0.0);
+        let stats = history.stats(Template::UserClass, &job);
+        // 100 s: 100, 150 and 60 are within 2x; 5000 is not.
+        assert!((cover(stats, 100f64.ln()) - 0.75).abs() < 1e-9);
+        assert!((cover(stats, 5000f64.ln()) - 0.25).abs() < 1e-9);
+        assert_eq!(cover(None, 1.0), 0.0);
+        // Every candidate carries the share over the job's user+class runs.
+        let mut cands = Vec::new();
+        candidates(&history, &job, 100f64.ln(), &mut cands);
+        for c in &cands {
+            assert!((c.gate[COVER_SPECIFIC] - cover(stats, c.ln)).abs() < 1e-12);
+        }
     }
 
     fn scored(kind: usize, ln: f64, score: f64) -> (Candidate, Vec<f64>) {

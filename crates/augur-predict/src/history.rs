@@ -248,15 +248,20 @@ pub enum Expert {
     Median3 = 3,
     /// The median of the last five runtimes.
     Median5 = 4,
+    /// The recent runtime with the most other recent runtimes within 2x of
+    /// it (the newest on a tie), averaged in log space with those: the value
+    /// the recent past most often landed near.
+    Mode5 = 5,
 }
 
 impl Expert {
-    pub const ALL: [Expert; 5] = [
+    pub const ALL: [Expert; 6] = [
         Expert::Last1,
         Expert::Last2,
         Expert::Ratio,
         Expert::Median3,
         Expert::Median5,
+        Expert::Mode5,
     ];
 
     pub fn name(self) -> &'static str {
@@ -266,6 +271,7 @@ impl Expert {
             Expert::Ratio => "ratio",
             Expert::Median3 => "median3",
             Expert::Median5 => "median5",
+            Expert::Mode5 => "mode5",
         }
     }
 }
@@ -337,12 +343,37 @@ impl Stats {
             Expert::Last2 => self.last2_mean().map(f64::ln),
             Expert::Median3 => self.recent_median(3).map(f64::ln),
             Expert::Median5 => self.recent_median(5).map(f64::ln),
+            Expert::Mode5 => self.recent_mode_ln(),
             Expert::Ratio => {
                 let requested = requested_s.filter(|r| r.is_finite() && *r >= MIN_RUNTIME_S)?;
                 (self.ratio_count > 0)
                     .then(|| (requested.ln() + self.ratio_ewma_ln.min(0.0)).max(0.0))
             }
         }
+    }
+
+    /// See [`Expert::Mode5`].
+    pub fn recent_mode_ln(&self) -> Option<f64> {
+        let n = (self.count as usize).min(RECENT);
+        if n == 0 {
+            return None;
+        }
+        let lns: Vec<f64> = self.last[..n]
+            .iter()
+            .map(|r| r.max(MIN_RUNTIME_S).ln())
+            .collect();
+        let near = |x: f64| {
+            lns.iter()
+                .filter(move |y| (x - **y).abs() <= std::f64::consts::LN_2)
+        };
+        let mut best = (0usize, 0.0);
+        for &x in &lns {
+            let count = near(x).count();
+            if count > best.0 {
+                best = (count, x);
+            }
+        }
+        Some(near(best.1).sum::<f64>() / best.0 as f64)
     }
 
     /// Median of the newest `k` runtimes (of as many as there are, up to
@@ -566,6 +597,34 @@ mod tests {
         assert_eq!(last1.count, 3);
         assert!(last1.hit_ewma > 0.0 && last1.hit_ewma < 1.0);
         assert!(s.estimate_ln(Expert::Ratio, Some(60.0)).is_none());
+    }
+
+    #[test]
+    fn mode_follows_the_runtime_the_recent_past_landed_near_most() {
+        let mut history = History::new();
+        // Newest first: 5000, 100, 5000, 120, 90 — three runs near 100 s.
+        for (i, runtime) in [90.0, 120.0, 5000.0, 100.0, 5000.0].into_iter().enumerate() {
+            history.observe(&record(i as i64, "alice", "sim", runtime));
+        }
+        let s = history
+            .stats(Template::User, &record(9, "alice", "sim", 0.0))
+            .expect("history");
+        let mode = s.estimate_ln(Expert::Mode5, None).expect("mode").exp();
+        let expected = (90f64.ln() + 120f64.ln() + 100f64.ln()) / 3.0;
+        assert!((mode.ln() - expected).abs() < 1e-9, "{mode}");
+        // The last run and the last-two mean both say the long mode.
+        assert_eq!(s.last1(), Some(5000.0));
+        assert!(s.last2_mean().is_some_and(|m| m > 2000.0));
+        // A tie between two modes goes to the newest one.
+        let mut history = History::new();
+        for (i, runtime) in [10.0, 1000.0].into_iter().enumerate() {
+            history.observe(&record(i as i64, "bob", "sim", runtime));
+        }
+        let s = history
+            .stats(Template::User, &record(9, "bob", "sim", 0.0))
+            .expect("history");
+        let mode = s.estimate_ln(Expert::Mode5, None).expect("mode").exp();
+        assert!((mode - 1000.0).abs() < 1e-6, "{mode}");
     }
 
     #[test]

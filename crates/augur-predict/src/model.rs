@@ -44,7 +44,7 @@ const MAX_GATE_ROWS: usize = 40_000;
 const MAX_RIDGE_LN: f64 = 19.57;
 
 /// Format version of serialised models.
-pub const MODEL_FORMAT_VERSION: u32 = 2;
+pub const MODEL_FORMAT_VERSION: u32 = 3;
 
 /// Residual groups kept in a model, most frequent first (bounds its size).
 const MAX_RESIDUAL_GROUPS: usize = 2000;
