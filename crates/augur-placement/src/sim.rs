@@ -35,6 +35,8 @@ pub enum SimError {
     Load(f64),
     #[error("no jobs to simulate")]
     NoJobs,
+    #[error("oracle estimates: {have} given for {need} jobs, or not all finite")]
+    OracleEstimates { have: usize, need: usize },
 }
 
 /// `count` identical workers.
@@ -122,6 +124,11 @@ pub struct SimOptions {
     /// the history is small).
     pub retrain_every: usize,
     pub train: TrainConfig,
+    /// What the `oracle` policy believes each job's work to be (seconds on a
+    /// speed-1 worker, one per record); `None` = the true runtimes. For
+    /// what-if studies: how well would placement do with these estimates?
+    /// Jobs still run their true runtimes.
+    pub oracle_estimates: Option<Vec<f64>>,
 }
 
 impl SimOptions {
@@ -132,6 +139,7 @@ impl SimOptions {
             scheduler: SchedulerConfig::with_policy(policy),
             retrain_every: 2000,
             train: TrainConfig::default(),
+            oracle_estimates: None,
         }
     }
 }
@@ -197,6 +205,14 @@ pub fn rescaled_arrivals(
 pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult, SimError> {
     if records.is_empty() {
         return Err(SimError::NoJobs);
+    }
+    if let Some(estimates) = &options.oracle_estimates {
+        if estimates.len() != records.len() || !estimates.iter().all(|e| e.is_finite()) {
+            return Err(SimError::OracleEstimates {
+                have: estimates.len(),
+                need: records.len(),
+            });
+        }
     }
     let arrivals = rescaled_arrivals(records, &options.workers, options.load)?;
     let policy = options.scheduler.placement.policy;
@@ -293,7 +309,10 @@ pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult
                 slots: 1,
                 priority: records[i].priority,
                 constraints: Default::default(),
-                actual_work_s: Some(reference_runtime_s(&records[i])),
+                actual_work_s: Some(match &options.oracle_estimates {
+                    Some(estimates) => estimates[i],
+                    None => reference_runtime_s(&records[i]),
+                }),
             };
             scheduler.job_arrived(i, request, now);
         }

@@ -258,3 +258,35 @@ fn oracle_is_never_worse_than_least_loaded() {
     let (oracle, least) = (mean(Policy::Oracle), mean(Policy::LeastLoaded));
     assert!(oracle <= least, "oracle {oracle} vs least-loaded {least}");
 }
+
+#[test]
+fn oracle_estimates_steer_the_oracle_but_jobs_run_their_true_runtimes() {
+    let records = workload(300);
+    let workers = parse_workers("2x1,1x4").expect("valid");
+    let simulate_with = |estimates: Option<Vec<f64>>| {
+        let mut options = SimOptions::new(workers.clone(), Policy::Oracle);
+        options.load = Some(0.9);
+        options.oracle_estimates = estimates;
+        simulate(&records, &options)
+    };
+    let truth = simulate_with(None).expect("runs");
+    let true_estimates = records
+        .iter()
+        .map(augur_predict::history::reference_runtime_s)
+        .collect();
+    assert_eq!(simulate_with(Some(true_estimates)).expect("runs"), truth);
+    // Estimates that rank jobs backwards: same runtimes, worse order.
+    let backwards: Vec<f64> = records
+        .iter()
+        .map(|r| 1e6 / augur_predict::history::reference_runtime_s(r))
+        .collect();
+    let inverted = simulate_with(Some(backwards)).expect("runs");
+    for (a, b) in inverted.outcomes.iter().zip(&truth.outcomes) {
+        let work = |o: &crate::sim::JobOutcome| o.runtime_s * [1.0, 1.0, 4.0][o.worker];
+        assert!((work(a) - work(b)).abs() < 1e-6);
+    }
+    assert!(inverted.quality.mean_jct_s > truth.quality.mean_jct_s);
+    // The estimates must cover every job.
+    assert!(simulate_with(Some(vec![1.0; 3])).is_err());
+    assert!(simulate_with(Some(vec![f64::NAN; records.len()])).is_err());
+}

@@ -164,6 +164,7 @@ pub fn tune(records: &[RunRecord], options: &TuneOptions) -> Result<TuneReport, 
             scheduler,
             retrain_every: options.evaluation.retrain_every,
             train: options.evaluation.train.clone(),
+            oracle_estimates: None,
         };
         placement.push(simulate(&runs, &sim)?.quality);
     }
