@@ -24,24 +24,31 @@
 //! | ridge regression of ln(runtime) on all features (`linfa-linear`) | 44.9% | 51.7% |
 //! | same, with Huber or Tukey re-weighting (robust IRLS) | 47–52% | 53–57% |
 //! | gate over template experts + ridge, with consensus | 63.9% | 62.8% |
-//! | **same, + class+CPU and time-of-week templates, slow hit rates, close runner-up blended** | **64.5%** | **63.5%** |
+//! | same, + class+CPU and time-of-week templates, slow hit rates, close runner-up blended | 64.5% | 63.5% |
+//! | **same, + a mode-of-recent-runs expert; the gate sees how many recent runs landed near each candidate** | **64.6%** | **64.2%** |
 //!
 //! A regression *averages* its inputs, but runtimes are multi-modal: a user's
 //! next job usually repeats one of their recent runs almost exactly, or is
 //! something else entirely. An average of candidates lands between the modes
 //! and misses both. So the model *selects* ([`experts`]): every template with
 //! history proposes estimates (last run, mean of last two, median of last three
-//! and five, requested time × the template's runtime/request ratio), the ridge
+//! and five, the mode of the last five — the recent runtime most other recent
+//! runs were within 2x of —, requested time × the template's runtime/request
+//! ratio), the ridge
 //! regression (`linfa-linear` least squares, ridge penalty as augmented rows)
 //! proposes one, and per candidate kind a linear gate, also fitted with
 //! `linfa-linear`, scores how close the candidate is likely to be — from its
 //! recent error and hit rate, its history count, the spread of recent runs, how
-//! many other candidates agree with it (the strongest signal), and its runtime
-//! range. The best-scored candidate is the prediction, capped by the requested
+//! many other candidates agree with it (the strongest signal), what share of
+//! the recent runs of its template and of the job's user+class landed within
+//! 2x of it, and its runtime range. The best-scored candidate is the prediction, capped by the requested
 //! time; when the runner-up scores almost as well and lies within 4x, the two
 //! are blended in log space (between two modes the gate cannot tell apart, the
-//! midpoint is often within 2x of both). Training on 100k records takes ~3 s on one core, a prediction ~2 µs,
-//! and the model is ~60 KB of JSON (weights only: it fits one etcd value).
+//! midpoint is often within 2x of both). Training on 100k records takes about
+//! 5 s on one thread and a prediction about 5 µs (`cargo bench -p
+//! augur-benches --bench model`); the model is weights only, tens of KB of
+//! JSON (it fits one etcd value).
+
 //!
 //! Not tried, and why: `linfa-nn` neighbours would have to ship their training
 //! points in the model (megabytes, over etcd's value limit) and average
