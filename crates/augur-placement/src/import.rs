@@ -67,16 +67,49 @@ pub fn maybe_gunzip<'a, R: BufRead + 'a>(mut reader: R) -> std::io::Result<Box<d
     }
 }
 
-fn lines<R: BufRead>(reader: R) -> impl Iterator<Item = (usize, Result<String, ImportError>)> {
-    reader.lines().enumerate().map(|(i, line)| {
-        let number = i + 1;
-        (
-            number,
-            line.map_err(|e| ImportError::Io {
+/// Longest line accepted (a run record with many labels and hints is a few
+/// KiB): a file without newlines — or a gzip bomb — is refused after this
+/// much, not read into memory whole.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The lines of `reader`, numbered from 1, each at most [`MAX_LINE_BYTES`]
+/// (`\n` or `\r\n` endings); stops after the first error.
+fn lines<R: BufRead>(mut reader: R) -> impl Iterator<Item = (usize, Result<String, ImportError>)> {
+    let mut number = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        number += 1;
+        let mut buf = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf);
+        let result = match read {
+            Ok(0) => return None,
+            Ok(_) if buf.len() > MAX_LINE_BYTES && !buf.ends_with(b"\n") => {
+                Err(ImportError::Line {
+                    line: number,
+                    reason: format!("is longer than {MAX_LINE_BYTES} bytes"),
+                })
+            }
+            Ok(_) => {
+                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buf.pop();
+                }
+                String::from_utf8(buf).map_err(|_| ImportError::Line {
+                    line: number,
+                    reason: "is not UTF-8".into(),
+                })
+            }
+            Err(e) => Err(ImportError::Io {
                 line: number,
                 message: e.to_string(),
             }),
-        )
+        };
+        failed = result.is_err();
+        Some((number, result))
     })
 }
 
@@ -281,6 +314,42 @@ mod tests {
         assert_eq!(third.outcome, "failed");
         assert_eq!(third.name, "");
         assert_eq!(third.requested_time_s, None);
+    }
+
+    #[test]
+    fn overlong_lines_are_refused_without_reading_them_whole() {
+        // A gzip bomb: 64 MiB of spaces without a newline, about 64 KiB packed.
+        let mut packed = Vec::new();
+        {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(&mut packed, flate2::Compression::best());
+            let block = vec![b' '; 1 << 20];
+            for _ in 0..64 {
+                gz.write_all(&block).expect("compresses");
+            }
+            gz.finish().expect("compresses");
+        }
+        let reader = maybe_gunzip(packed.as_slice()).expect("gzip");
+        let err = parse_swf(reader).expect_err("one 64 MiB line");
+        assert_eq!(
+            err,
+            ImportError::Line {
+                line: 1,
+                reason: format!("is longer than {MAX_LINE_BYTES} bytes")
+            }
+        );
+        let long = format!("{}\n", "x".repeat(MAX_LINE_BYTES + 1));
+        assert!(matches!(
+            parse_jsonl(long.as_bytes()),
+            Err(ImportError::Line { line: 1, .. })
+        ));
+        // A line of exactly the limit, CRLF endings and invalid UTF-8.
+        let exact = format!("{}\r\n", " ".repeat(MAX_LINE_BYTES - 1));
+        assert_eq!(parse_jsonl(exact.as_bytes()), Ok(Vec::new()));
+        assert!(matches!(
+            parse_jsonl(&b"\n\xff\xfe\n"[..]),
+            Err(ImportError::Line { line: 2, .. })
+        ));
     }
 
     #[test]
