@@ -42,10 +42,25 @@ impl FromStr for JobId {
     }
 }
 
-/// A worker's (or coordinator's) node id.
+/// A worker's (or coordinator's) node id. Decoding (from etcd, from a file)
+/// validates it like [`WorkerId::new`]: an id that could not have been
+/// registered is refused, not carried into keys and metric labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct WorkerId(String);
+
+impl TryFrom<String> for WorkerId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        WorkerId::new(s)
+    }
+}
+
+impl From<WorkerId> for String {
+    fn from(id: WorkerId) -> String {
+        id.0
+    }
+}
 
 /// Longest node id accepted.
 pub const MAX_NODE_ID_LEN: usize = 128;
@@ -95,6 +110,19 @@ impl fmt::Display for WorkerId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_ids_are_validated_when_decoded() {
+        let id: WorkerId = serde_json::from_str("\"w-1.a_b\"").expect("valid id");
+        assert_eq!(id.as_str(), "w-1.a_b");
+        assert_eq!(serde_json::to_string(&id).expect("encodes"), "\"w-1.a_b\"");
+        for bad in ["\"\"", "\"a/b\"", "\"a b\"", "\"w\\n\""] {
+            let err = serde_json::from_str::<WorkerId>(bad).expect_err(bad);
+            assert!(err.to_string().contains("node id"), "{bad}: {err}");
+        }
+        let long = format!("\"{}\"", "w".repeat(MAX_NODE_ID_LEN + 1));
+        assert!(serde_json::from_str::<WorkerId>(&long).is_err());
+    }
 
     #[test]
     fn job_ids_round_trip_and_reject_garbage() {
