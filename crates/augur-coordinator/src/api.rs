@@ -180,6 +180,7 @@ impl Api {
         ));
         tracing::warn!(audit = true, caller = %caller.name, action = "cancel", job_id = %id,
                        result = ?status.code(), reason = status.message(), "api call refused");
+        self.shared.auth.count_refusal("cancel", status.code());
         Err(status)
     }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use augur_core::auth::{Action, Role, TokenRecord};
 use augur_core::now_ms;
 use augur_store::{TokenChange, TokenStore};
+use augur_telemetry::metrics::{RefusalCounter, RefusalLabel};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -164,6 +165,19 @@ pub struct Auth {
     tokens_loaded: AtomicBool,
     buckets: Mutex<HashMap<String, Bucket>>,
     inflight: Option<Arc<Semaphore>>,
+    /// `augur_api_refusals`, counted with every audit line of a refusal.
+    refusals: RefusalCounter,
+}
+
+/// The label value of a refusal's gRPC code.
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "other",
+    }
 }
 
 fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
@@ -199,7 +213,24 @@ impl Auth {
             tokens: RwLock::new(HashMap::new()),
             tokens_loaded: AtomicBool::new(false),
             buckets: Mutex::new(HashMap::new()),
+            refusals: RefusalCounter::default(),
         }
+    }
+
+    /// Counts refusals into `family` (the coordinator's `augur_api_refusals`).
+    pub fn with_refusal_metric(mut self, family: RefusalCounter) -> Self {
+        self.refusals = family;
+        self
+    }
+
+    /// Counts a refusal decided outside these checks (job ownership).
+    pub fn count_refusal(&self, action: &str, code: tonic::Code) {
+        self.refusals
+            .get_or_create(&RefusalLabel {
+                action: action.to_string(),
+                code: code_name(code).to_string(),
+            })
+            .inc();
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -247,6 +278,7 @@ impl Auth {
     fn audit_refusal<T>(&self, request: &Request<T>, who: &str, action: Action, status: &Status) {
         warn!(audit = true, caller = %who, peer = %peer(request), action = action.as_str(),
               result = ?status.code(), reason = status.message(), "api call refused");
+        self.count_refusal(action.as_str(), status.code());
     }
 
     /// The caller behind the request's bearer token. Errors carry the name to
@@ -357,9 +389,12 @@ impl Auth {
                 info!(audit = true, worker_id = %worker, peer = %peer(request), method = how,
                              action = "worker_attach", result = "ok", "worker authenticated")
             }
-            Err(status) => warn!(audit = true, worker_id = %worker, peer = %peer(request),
-                                 action = "worker_attach", result = ?status.code(),
-                                 reason = status.message(), "worker refused"),
+            Err(status) => {
+                warn!(audit = true, worker_id = %worker, peer = %peer(request),
+                      action = "worker_attach", result = ?status.code(),
+                      reason = status.message(), "worker refused");
+                self.count_refusal("worker_attach", status.code());
+            }
         }
         result
     }

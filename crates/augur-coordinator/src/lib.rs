@@ -188,6 +188,9 @@ pub async fn run_on(
     let limits = StoreLimits {
         max_txn_ops: config.max_txn_ops,
     };
+    let auth = Arc::new(
+        auth::Auth::new(config.auth.clone()).with_refusal_metric(metrics.api_refusals.clone()),
+    );
     let shared = Arc::new(Shared {
         node_id: config.node_id.clone(),
         // Campaigning blocks until this node leads: no request timeout there.
@@ -206,7 +209,7 @@ pub async fn run_on(
         next_conn: AtomicU64::new(1),
         metrics,
         breaker: breaker::Breaker::new(Duration::from_secs(1)),
-        auth: Arc::new(auth::Auth::new(config.auth.clone())),
+        auth,
         peer_tls,
     });
     let token_store = augur_store::TokenStore::new(client.clone(), keys.clone());

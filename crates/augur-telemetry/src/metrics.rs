@@ -67,6 +67,16 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+/// An API call or worker attach refused: the action and the gRPC code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub action: String,
+    pub code: String,
+}
+
+/// `augur_api_refusals` (a handle: clones count into the same family).
+pub type RefusalCounter = Family<RefusalLabel, Counter>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
     pub policy: String,
@@ -129,6 +139,7 @@ pub struct CoordinatorMetrics {
     pub etcd_request_duration: HistogramFamily<OperationLabel>,
     pub worker_attaches: Counter,
     pub api_requests: Family<OperationLabel, Counter>,
+    pub api_refusals: RefusalCounter,
     pub model_version: Gauge,
 }
 
@@ -236,6 +247,7 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         etcd_request_duration: Family::new_with_constructor(etcd_latency),
         worker_attaches: Counter::default(),
         api_requests: Family::default(),
+        api_refusals: Family::default(),
         model_version: Gauge::default(),
     };
     r.register(
@@ -331,6 +343,11 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         "augur_api_requests",
         "API calls served, by operation",
         m.api_requests.clone(),
+    );
+    r.register(
+        "augur_api_refusals",
+        "API calls and worker attaches refused, by action and gRPC code (unauthenticated, permission_denied, resource_exhausted, unavailable)",
+        m.api_refusals.clone(),
     );
     r.register(
         "augur_model_version",

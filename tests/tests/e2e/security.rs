@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use augur_e2e::exposition::{scrape, Exposition};
 use augur_e2e::{augur_bin, json_str, poll_until, run_with_timeout, Cluster, ClusterConfig};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -309,6 +310,31 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
         assert!(!records.contains(secret), "a secret is in a job record");
     }
     assert!(logs.contains("api call refused"), "denials are audited");
+
+    // ... and counted: augur_api_refusals_total{action, code}, summed over
+    // the coordinators (each counts the calls it refused).
+    let refusals = |code: &str, action: Option<&str>| {
+        let mut total = 0.0;
+        for i in 0..cluster.coordinator_count() {
+            let text = scrape(cluster.metrics_addr(i), false).expect("scrape");
+            let exposition = Exposition::parse(&text).expect("parses");
+            let mut labels = vec![("code", code)];
+            if let Some(action) = action {
+                labels.push(("action", action));
+            }
+            total += exposition.sum("augur_api_refusals_total", &labels);
+        }
+        total
+    };
+    // No token, an unknown one, a revoked one (more while polling for expiry).
+    let unauthenticated = refusals("unauthenticated", None);
+    assert!(unauthenticated >= 3.0, "{unauthenticated}");
+    // The viewer submitting, alice listing tokens, bob cancelling.
+    let denied = refusals("permission_denied", None);
+    assert!(denied >= 3.0, "{denied}");
+    assert_eq!(refusals("permission_denied", Some("cancel")), 1.0);
+    let workers = refusals("unauthenticated", Some("worker_attach"));
+    assert!(workers >= 1.0, "{workers}");
 }
 
 #[test]

@@ -56,6 +56,33 @@ fn start_up_needs_authentication_or_insecure() {
     assert!(insecure.check().is_ok());
 }
 
+fn refusals(family: &RefusalCounter, action: &str, code: &str) -> u64 {
+    family
+        .get_or_create(&RefusalLabel {
+            action: action.into(),
+            code: code.into(),
+        })
+        .get()
+}
+
+#[test]
+fn refusals_are_counted_by_action_and_code() {
+    let family = RefusalCounter::default();
+    let auth = Auth::new(secure()).with_refusal_metric(family.clone());
+    auth.replace_tokens(vec![record("viewer1", Role::Viewer, "v", None)]);
+    assert!(auth.admit(&request(None), Action::Read).is_err());
+    assert!(auth.admit(&request(Some("v")), Action::Submit).is_err());
+    assert!(auth.admit(&request(Some("v")), Action::Submit).is_err());
+    assert!(auth.admit(&request(Some("v")), Action::Read).is_ok());
+    assert!(auth.admit_worker(&request(None), "w1").is_err());
+    let read = Action::Read.as_str();
+    let submit = Action::Submit.as_str();
+    assert_eq!(refusals(&family, read, "unauthenticated"), 1);
+    assert_eq!(refusals(&family, submit, "permission_denied"), 2);
+    assert_eq!(refusals(&family, read, "permission_denied"), 0);
+    assert_eq!(refusals(&family, "worker_attach", "unauthenticated"), 1);
+}
+
 #[test]
 fn callers_are_found_by_token_and_checked_by_role() {
     let auth = Auth::new(secure());
