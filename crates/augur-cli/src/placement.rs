@@ -79,6 +79,10 @@ pub struct TuneArgs {
     /// Replay at most N consecutive jobs (by submission), to keep it quick.
     #[arg(long)]
     max_jobs: Option<usize>,
+    /// Also simulate `predictive` with these aging rates (comma-separated,
+    /// each in (0, 100]); the best one is recommended (and stored by --apply).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    aging_rates: Vec<f64>,
     /// Write an SVG plot of prediction error and job completion time per policy.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -257,8 +261,26 @@ pub async fn tune_runs(endpoint: &str, output: Output, args: TuneArgs) -> anyhow
         load: args.load.unwrap_or(defaults.load),
         seed: args.seed.unwrap_or(defaults.seed),
         max_jobs: args.max_jobs,
+        aging_rates: args.aging_rates.clone(),
         ..defaults
     };
+    let max_rate = augur_placement::tune::MAX_AGING_RATE;
+    let max_count = augur_placement::tune::MAX_AGING_RATES;
+    if let Some(bad) = args
+        .aging_rates
+        .iter()
+        .find(|r| !(r.is_finite() && **r > 0.0 && **r <= max_rate))
+    {
+        return Err(anyhow!(
+            "InvalidArgument: --aging-rates: {bad} is not in (0, {max_rate}]"
+        ));
+    }
+    if args.aging_rates.len() > max_count {
+        return Err(anyhow!(
+            "InvalidArgument: --aging-rates: at most {max_count} rates, got {}",
+            args.aging_rates.len()
+        ));
+    }
     parse_workers(&options.workers).map_err(|e| anyhow!("InvalidArgument: --workers: {e}"))?;
     if !(options.load.is_finite() && options.load > 0.0) {
         return Err(anyhow!(

@@ -19,6 +19,9 @@ pub const SLOWDOWN_BOUND_S: f64 = 10.0;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlacementQuality {
     pub policy: String,
+    /// The aging rate simulated, for the policies that order by runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aging_rate: Option<f64>,
     pub mean_jct_s: f64,
     pub median_jct_s: f64,
     pub p99_bounded_slowdown: f64,
@@ -26,6 +29,19 @@ pub struct PlacementQuality {
     /// Jobs that never ran.
     #[serde(skip)]
     pub unplaced: usize,
+}
+
+impl PlacementQuality {
+    /// The row's name in tables and plots: the policy, with its aging rate
+    /// when `tune` compared several.
+    pub fn label(&self, several_agings: bool) -> String {
+        match self.aging_rate {
+            Some(rate) if several_agings && self.policy == "predictive" => {
+                format!("predictive a={rate}")
+            }
+            _ => self.policy.clone(),
+        }
+    }
 }
 
 /// Computes the quality of a simulated run.
@@ -44,6 +60,7 @@ pub fn placement_quality(policy: &str, outcomes: &[JobOutcome]) -> PlacementQual
     let last = ran.iter().map(|o| o.finish_ms).max().unwrap_or(first);
     PlacementQuality {
         policy: policy.to_string(),
+        aging_rate: None,
         mean_jct_s: if jct.is_empty() {
             0.0
         } else {

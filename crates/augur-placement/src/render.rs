@@ -47,19 +47,26 @@ pub fn render_table(report: &TuneReport) -> String {
         "{:<18} {:>12} {:>14} {:>14} {:>12}",
         "policy", "mean JCT s", "median JCT s", "p99 bsld", "makespan s"
     );
+    let several = several_agings(report);
     for q in &report.placement {
         let _ = writeln!(
             out,
             "{:<18} {:>12.0} {:>14.0} {:>14.1} {:>12.0}",
-            q.policy, q.mean_jct_s, q.median_jct_s, q.p99_bounded_slowdown, q.makespan_s
+            q.label(several),
+            q.mean_jct_s,
+            q.median_jct_s,
+            q.p99_bounded_slowdown,
+            q.makespan_s
         );
     }
+    // The best row of each policy (predictive may have one per aging rate).
     let jct = |name: &str| {
         report
             .placement
             .iter()
-            .find(|q| q.policy == name)
+            .filter(|q| q.policy == name)
             .map(|q| q.mean_jct_s)
+            .min_by(f64::total_cmp)
     };
     if let (Some(predictive), Some(oracle), Some(least)) =
         (jct("predictive"), jct("oracle"), jct("least-loaded"))
@@ -75,10 +82,23 @@ pub fn render_table(report: &TuneReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nrecommended: policy {}, predictor {} — {}",
-        report.recommended.policy, report.recommended.predictor, report.recommended.reason
+        "\nrecommended: policy {} (aging rate {}), predictor {} — {}",
+        report.recommended.policy,
+        report.recommended.config.aging_rate,
+        report.recommended.predictor,
+        report.recommended.reason
     );
     out
+}
+
+/// Whether the report compares `predictive` under several aging rates.
+fn several_agings(report: &TuneReport) -> bool {
+    report
+        .placement
+        .iter()
+        .filter(|q| q.policy == "predictive")
+        .count()
+        > 1
 }
 
 fn escape(text: &str) -> String {
@@ -115,7 +135,7 @@ fn bars(out: &mut String, x: f64, y: f64, title: &str, unit: &str, rows: &[(Stri
             row_y + 12.0,
             escape(label),
             x + LABEL_W,
-            if label == "model" || label == "predictive" {
+            if label == "model" || label.starts_with("predictive") {
                 "#d95f02"
             } else {
                 "#1b9e77"
@@ -180,7 +200,7 @@ pub fn render_svg(report: &TuneReport) -> String {
     let placement: Vec<(String, f64)> = report
         .placement
         .iter()
-        .map(|q| (q.policy.clone(), q.mean_jct_s))
+        .map(|q| (q.label(several_agings(report)), q.mean_jct_s))
         .collect();
     bars(
         &mut out,

@@ -290,3 +290,59 @@ fn oracle_estimates_steer_the_oracle_but_jobs_run_their_true_runtimes() {
     assert!(simulate_with(Some(vec![1.0; 3])).is_err());
     assert!(simulate_with(Some(vec![f64::NAN; records.len()])).is_err());
 }
+
+#[test]
+fn tune_compares_aging_rates_and_recommends_the_best() {
+    use crate::tune::{tune, TuneError, TuneOptions};
+    let records = workload(300);
+    let options = TuneOptions {
+        workers: "2x1,1x4".into(),
+        load: 0.9,
+        policies: vec![Policy::LeastLoaded, Policy::Predictive],
+        aging_rates: vec![0.5, 0.01, 0.1],
+        ..Default::default()
+    };
+    let report = tune(&records, &options).expect("tune runs");
+    let rows: Vec<(String, Option<f64>)> = report
+        .placement
+        .iter()
+        .map(|q| (q.policy.clone(), q.aging_rate))
+        .collect();
+    // The configured 0.1 and the extra rates, once each, ascending.
+    assert_eq!(
+        rows,
+        [
+            ("least-loaded".to_string(), None),
+            ("predictive".to_string(), Some(0.01)),
+            ("predictive".to_string(), Some(0.1)),
+            ("predictive".to_string(), Some(0.5)),
+        ]
+    );
+    let best = report
+        .placement
+        .iter()
+        .min_by(|a, b| a.mean_jct_s.total_cmp(&b.mean_jct_s))
+        .expect("rows");
+    assert_eq!(report.recommended.policy.name(), best.policy);
+    if let Some(rate) = best.aging_rate {
+        assert_eq!(report.recommended.config.aging_rate, rate);
+    }
+    let table = crate::render_table(&report);
+    assert!(table.contains("predictive a=0.01"), "{table}");
+    for bad in [
+        vec![0.0],
+        vec![-1.0],
+        vec![f64::NAN],
+        vec![1e9],
+        vec![0.1; 9],
+    ] {
+        let options = TuneOptions {
+            aging_rates: bad.clone(),
+            ..options.clone()
+        };
+        assert!(
+            matches!(tune(&records, &options), Err(TuneError::AgingRates(_))),
+            "{bad:?}"
+        );
+    }
+}

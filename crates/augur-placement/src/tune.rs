@@ -37,6 +37,9 @@ pub struct TuneOptions {
     /// Placement settings shared by all simulated policies (aging, overrun
     /// correction, cold start).
     pub placement: PlacementConfig,
+    /// More aging rates to simulate `predictive` with, besides
+    /// `placement.aging_rate`; the best one is recommended.
+    pub aging_rates: Vec<f64>,
     pub evaluation: EvaluationOptions,
 }
 
@@ -49,6 +52,7 @@ impl Default for TuneOptions {
             max_jobs: None,
             policies: Policy::ALL.to_vec(),
             placement: PlacementConfig::default(),
+            aging_rates: Vec::new(),
             evaluation: EvaluationOptions::default(),
         }
     }
@@ -98,6 +102,28 @@ pub enum TuneError {
     NoRuns,
     #[error("max_jobs must be at least 1")]
     EmptySample,
+    #[error("aging rates must be numbers in (0, {MAX_AGING_RATE}], at most {MAX_AGING_RATES} of them; got {0:?}")]
+    AgingRates(Vec<f64>),
+}
+
+/// Largest aging rate `tune` simulates (a job's order key drops by this many
+/// seconds per second waited; far above it the queue is FIFO).
+pub const MAX_AGING_RATE: f64 = 100.0;
+/// Most aging rates one `tune` compares.
+pub const MAX_AGING_RATES: usize = 8;
+
+/// The aging rates to simulate `predictive` with: the configured one and the
+/// extra ones, deduplicated, ascending.
+fn aging_rates(options: &TuneOptions) -> Result<Vec<f64>, TuneError> {
+    let valid = |r: &f64| r.is_finite() && *r > 0.0 && *r <= MAX_AGING_RATE;
+    if options.aging_rates.len() > MAX_AGING_RATES || !options.aging_rates.iter().all(valid) {
+        return Err(TuneError::AgingRates(options.aging_rates.clone()));
+    }
+    let mut rates = options.aging_rates.clone();
+    rates.push(options.placement.aging_rate);
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    Ok(rates)
 }
 
 /// SplitMix64: a tiny, stable PRNG so a seed means the same sample everywhere.
@@ -148,25 +174,35 @@ pub fn tune(records: &[RunRecord], options: &TuneOptions) -> Result<TuneReport, 
     if !(options.load.is_finite() && options.load > 0.0) {
         return Err(SimError::Load(options.load).into());
     }
+    let rates = aging_rates(options)?;
     let (runs, sample) = sample(records, options.max_jobs, options.seed)?;
     let evaluation = evaluate(&runs, &options.evaluation);
 
     let mut placement = Vec::new();
     for &policy in &options.policies {
-        let mut scheduler = SchedulerConfig::with_policy(policy);
-        scheduler.placement = PlacementConfig {
-            policy,
-            ..options.placement.clone()
+        let policy_rates = match policy {
+            Policy::Predictive => rates.clone(),
+            _ => vec![options.placement.aging_rate],
         };
-        let sim = SimOptions {
-            workers: workers.clone(),
-            load: Some(options.load),
-            scheduler,
-            retrain_every: options.evaluation.retrain_every,
-            train: options.evaluation.train.clone(),
-            oracle_estimates: None,
-        };
-        placement.push(simulate(&runs, &sim)?.quality);
+        for aging_rate in policy_rates {
+            let mut scheduler = SchedulerConfig::with_policy(policy);
+            scheduler.placement = PlacementConfig {
+                policy,
+                aging_rate,
+                ..options.placement.clone()
+            };
+            let sim = SimOptions {
+                workers: workers.clone(),
+                load: Some(options.load),
+                scheduler,
+                retrain_every: options.evaluation.retrain_every,
+                train: options.evaluation.train.clone(),
+                oracle_estimates: None,
+            };
+            let mut quality = simulate(&runs, &sim)?.quality;
+            quality.aging_rate = policy.orders_by_runtime().then_some(aging_rate);
+            placement.push(quality);
+        }
     }
 
     let best_policy = placement
@@ -174,18 +210,22 @@ pub fn tune(records: &[RunRecord], options: &TuneOptions) -> Result<TuneReport, 
         .filter_map(|q| Some((q.policy.parse::<Policy>().ok()?, q)))
         .filter(|(p, _)| !p.simulation_only())
         .min_by(|a, b| a.1.mean_jct_s.total_cmp(&b.1.mean_jct_s));
+    let best_aging = best_policy
+        .and_then(|(_, q)| q.aging_rate)
+        .unwrap_or(options.placement.aging_rate);
     let best_predictor = evaluation
         .quality
         .iter()
         .max_by(|a, b| a.within_2x.total_cmp(&b.within_2x))
         .map(|q| q.predictor.clone())
         .unwrap_or_else(|| "model".to_string());
+    let several = rates.len() > 1;
     let (policy, reason) = match best_policy {
         Some((policy, quality)) => (
             policy,
             format!(
                 "{} has the lowest mean job completion time ({:.0} s) of the policies that can run live; {} predicts best ({} of jobs within 2x)",
-                policy,
+                quality.label(several),
                 quality.mean_jct_s,
                 best_predictor,
                 evaluation
@@ -210,6 +250,7 @@ pub fn tune(records: &[RunRecord], options: &TuneOptions) -> Result<TuneReport, 
             predictor: best_predictor,
             config: PlacementConfig {
                 policy,
+                aging_rate: best_aging,
                 ..options.placement.clone()
             },
             reason,

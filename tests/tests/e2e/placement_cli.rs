@@ -247,6 +247,8 @@ fn tune_replays_both_shipped_traces_and_applies_its_recommendation() {
         "3000",
         "--plot",
         &plot.to_string_lossy(),
+        "--aging-rates",
+        "0.02,0.5",
         "--apply",
     ]);
     assert!(out.status.success(), "tune KTH: {}", stderr_of(&out));
@@ -296,6 +298,7 @@ fn tune_replays_both_shipped_traces_and_applies_its_recommendation() {
             json_str(q, "policy")
         })
         .collect();
+    // predictive once per aging rate: the cluster's (0.1) and the two asked for.
     assert_eq!(
         policies,
         [
@@ -303,12 +306,36 @@ fn tune_replays_both_shipped_traces_and_applies_its_recommendation() {
             "least-loaded",
             "fifo-fastest-idle",
             "predictive",
+            "predictive",
+            "predictive",
             "oracle"
         ]
     );
+    let rows = report["placement"].as_array().expect("placement array");
+    let agings: Vec<f64> = rows
+        .iter()
+        .filter(|q| q["policy"] == "predictive")
+        .filter_map(|q| q["aging_rate"].as_f64())
+        .collect();
+    assert_eq!(agings, [0.02, 0.1, 0.5], "{report}");
     let recommended = json_str(&report["recommended"], "policy");
     assert_ne!(recommended, "oracle");
     assert_eq!(report["recommended"]["config"]["policy"], recommended);
+    // The recommended aging rate is the one of the best live row.
+    let best = rows
+        .iter()
+        .filter(|q| q["policy"] != "oracle")
+        .min_by(|a, b| {
+            let jct = |q: &&Value| q["mean_jct_s"].as_f64().unwrap_or(f64::MAX);
+            jct(a).total_cmp(&jct(b))
+        })
+        .expect("rows");
+    if best["policy"] == "predictive" {
+        assert_eq!(
+            report["recommended"]["config"]["aging_rate"], best["aging_rate"],
+            "{report}"
+        );
+    }
     let svg = std::fs::read_to_string(&plot).expect("the plot was written");
     assert!(
         svg.starts_with("<svg") && svg.contains("predictive"),
@@ -321,6 +348,10 @@ fn tune_replays_both_shipped_traces_and_applies_its_recommendation() {
     );
     let shown = cluster.cli_json(&["placement", "show"]);
     assert_eq!(shown["config"]["policy"], recommended, "{shown}");
+    assert_eq!(
+        shown["config"]["aging_rate"], report["recommended"]["config"]["aging_rate"],
+        "{shown}"
+    );
 
     let table = cluster.cli_ok(&[
         "tune",
@@ -363,4 +394,18 @@ fn tune_replays_both_shipped_traces_and_applies_its_recommendation() {
         "InvalidArgument",
         "--load",
     );
+    for rates in ["0", "-0.1", "0.1,1000", "nan"] {
+        assert_refused(
+            &cluster,
+            &[
+                "tune",
+                "--runs",
+                &kth.to_string_lossy(),
+                "--aging-rates",
+                rates,
+            ],
+            "InvalidArgument",
+            "--aging-rates",
+        );
+    }
 }
