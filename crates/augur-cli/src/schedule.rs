@@ -64,6 +64,7 @@ fn schedule_value(s: &pb::Schedule) -> serde_json::Value {
         "created_at": time(s.created_at_ms),
         "last_tick": time(s.last_tick_ms),
         "next_tick": time(s.next_tick_ms),
+        "owner": (!s.owner.is_empty()).then_some(&s.owner),
     })
 }
 

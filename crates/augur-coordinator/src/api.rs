@@ -405,10 +405,11 @@ impl JobService for Api {
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
         let who = self.shared.auth.admit_name(&request, Action::Submit)?;
+        let owner = self.shared.auth.config().api_auth().then(|| who.clone());
         let request = request.into_inner();
         let name = request.name.clone();
         let result =
-            crate::schedule_api::create(&self.shared.leader_stores.schedules, request).await;
+            crate::schedule_api::create(&self.shared.leader_stores.schedules, request, owner).await;
         info!(audit = true, caller = %who, action = "schedule_create", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -430,9 +431,19 @@ impl JobService for Api {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
+        let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
+        let who = admitted.caller.name.clone();
         let name = request.into_inner().name;
-        let result = crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name).await;
+        let schedules = &self.shared.leader_stores.schedules;
+        crate::schedule_api::check_owner(
+            schedules,
+            &self.shared.auth,
+            &admitted.caller,
+            &name,
+            "schedule_delete",
+        )
+        .await?;
+        let result = crate::schedule_api::delete(schedules, &name).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -443,8 +454,21 @@ impl JobService for Api {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         self.shared.metrics.api("schedule");
-        let who = self.shared.auth.admit_name(&request, Action::Operate)?;
+        let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
+        let who = admitted.caller.name.clone();
         let request = request.into_inner();
+        crate::schedule_api::check_owner(
+            &self.shared.leader_stores.schedules,
+            &self.shared.auth,
+            &admitted.caller,
+            &request.name,
+            if request.paused {
+                "schedule_pause"
+            } else {
+                "schedule_resume"
+            },
+        )
+        .await?;
         let result = crate::schedule_api::pause(
             &self.shared.leader_stores.schedules,
             &request.name,

@@ -36,6 +36,7 @@ pub fn schedule_to_pb(s: &StoredSchedule) -> pb::Schedule {
         created_at_ms: r.created_at_ms,
         last_tick_ms: r.last_tick_ms.unwrap_or(0),
         next_tick_ms: next,
+        owner: r.owner.clone().unwrap_or_default(),
     }
 }
 
@@ -46,6 +47,7 @@ fn invalid(e: augur_core::ValidationError) -> Status {
 pub async fn create(
     store: &ScheduleStore,
     request: pb::CreateScheduleRequest,
+    owner: Option<String>,
 ) -> Result<pb::Schedule, Status> {
     validate_name(&request.name).map_err(invalid)?;
     Cron::parse(&request.cron).map_err(invalid)?;
@@ -72,6 +74,7 @@ pub async fn create(
         missed,
         created_at_ms: now_ms(),
         last_tick_ms: None,
+        owner,
     };
     match store.create(&record).await.map_err(store_status)? {
         Written::Done => {}
@@ -95,6 +98,42 @@ pub async fn list(store: &ScheduleStore) -> Result<pb::ListSchedulesResponse, St
     Ok(pb::ListSchedulesResponse {
         schedules: schedules.iter().map(schedule_to_pb).collect(),
     })
+}
+
+/// Checks that `caller` may pause or delete schedule `name`: its owner or an
+/// admin (anyone without authentication); refusals are audited and counted.
+pub async fn check_owner(
+    store: &ScheduleStore,
+    auth: &crate::auth::Auth,
+    caller: &crate::auth::Caller,
+    name: &str,
+    action: &str,
+) -> Result<(), Status> {
+    validate_name(name).map_err(invalid)?;
+    if !auth.config().api_auth() || caller.owns(None) {
+        return Ok(());
+    }
+    let Some(stored) = store.get(name).await.map_err(store_status)? else {
+        return Err(Status::not_found(format!("no schedule named {name}")));
+    };
+    if caller.owns(stored.record.owner.as_deref()) {
+        return Ok(());
+    }
+    let status = Status::permission_denied(format!(
+        "schedule {name} belongs to {}; the token {:?} (role {}) may change only its own schedules",
+        stored
+            .record
+            .owner
+            .as_deref()
+            .map(|o| format!("{o:?}"))
+            .unwrap_or_else(|| "no token".into()),
+        caller.name,
+        caller.role
+    ));
+    tracing::warn!(audit = true, caller = %caller.name, action, schedule = %name,
+                   result = ?status.code(), reason = status.message(), "api call refused");
+    auth.count_refusal(action, status.code());
+    Err(status)
 }
 
 pub async fn delete(

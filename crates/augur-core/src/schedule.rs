@@ -51,6 +51,11 @@ pub struct ScheduleRecord {
     pub created_at_ms: i64,
     /// The last tick fired (or deliberately skipped), unix ms.
     pub last_tick_ms: Option<i64>,
+    /// The API token that created it (`None` without authentication): its
+    /// jobs are owned by it too, and only it or an admin may pause or
+    /// delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A parsed cron expression.

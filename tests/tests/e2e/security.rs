@@ -251,6 +251,61 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     let cancelled = cluster.wait_terminal(&long, DEADLINE);
     assert_eq!(json_str(&cancelled, "state"), "cancelled");
 
+    // Schedules belong to their creator too: alice's schedule fires jobs
+    // owned by alice; bob (and a viewer) may neither pause nor delete it.
+    let created = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &alice)],
+        &[
+            "--output",
+            "json",
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "* * * * * *",
+            "--name",
+            "nightly-job",
+            "--",
+            "true",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("\"owner\":\"alice\""),
+        "{}",
+        stdout(&created)
+    );
+    for (who, token, code) in [
+        ("bob", &bob, "PermissionDenied"),
+        ("viewer", &viewer, "PermissionDenied"),
+    ] {
+        for verb in ["pause", "delete"] {
+            let out = cli_as(
+                &cluster,
+                &[("AUGUR_TOKEN", token)],
+                &["schedule", verb, "nightly"],
+            );
+            refused(&out, code, &format!("{who} {verb}s alice's schedule"));
+        }
+    }
+    let fired = poll_until(DEADLINE, "a job fired by alice's schedule", || {
+        cluster
+            .list_jobs(None)
+            .into_iter()
+            .find(|j| json_str(j, "name") == "nightly-job")
+            .ok_or_else(|| "none yet".to_string())
+    });
+    assert_eq!(json_str(&fired, "owner"), "alice", "{fired}");
+    for verb in ["pause", "delete"] {
+        let out = cli_as(
+            &cluster,
+            &[("AUGUR_TOKEN", &alice)],
+            &["schedule", verb, "nightly"],
+        );
+        assert!(out.status.success(), "alice {verb}s: {}", stderr(&out));
+    }
+
     // Revocation and expiry.
     let revoke = cli_as(
         &cluster,
@@ -333,6 +388,9 @@ fn security_tokens_roles_ownership_revocation_and_expiry() {
     let denied = refusals("permission_denied", None);
     assert!(denied >= 3.0, "{denied}");
     assert_eq!(refusals("permission_denied", Some("cancel")), 1.0);
+    // bob's pause and delete of alice's schedule (the viewer's are role checks).
+    assert_eq!(refusals("permission_denied", Some("schedule_pause")), 1.0);
+    assert_eq!(refusals("permission_denied", Some("schedule_delete")), 1.0);
     let workers = refusals("unauthenticated", Some("worker_attach"));
     assert!(workers >= 1.0, "{workers}");
 }

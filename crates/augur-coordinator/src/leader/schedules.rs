@@ -117,6 +117,7 @@ async fn fire(
     spec.labels
         .insert("augur.schedule_tick_ms".into(), tick_ms.to_string());
     let mut job = JobRecord::new(JobId::generate(), spec, now_ms());
+    job.owner = record.owner.clone();
     let mut span = PhaseSpan::start_under(
         "job.submit",
         &augur_telemetry::context::Carrier::new(),
