@@ -434,16 +434,13 @@ impl JobService for Api {
         let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
         let who = admitted.caller.name.clone();
         let name = request.into_inner().name;
-        let schedules = &self.shared.leader_stores.schedules;
-        crate::schedule_api::check_owner(
-            schedules,
+        let allowed = crate::schedule_api::owner_check(
             &self.shared.auth,
             &admitted.caller,
-            &name,
             "schedule_delete",
-        )
-        .await?;
-        let result = crate::schedule_api::delete(schedules, &name).await;
+        );
+        let result =
+            crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name, allowed).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -457,22 +454,17 @@ impl JobService for Api {
         let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
         let who = admitted.caller.name.clone();
         let request = request.into_inner();
-        crate::schedule_api::check_owner(
-            &self.shared.leader_stores.schedules,
-            &self.shared.auth,
-            &admitted.caller,
-            &request.name,
-            if request.paused {
-                "schedule_pause"
-            } else {
-                "schedule_resume"
-            },
-        )
-        .await?;
+        let action = if request.paused {
+            "schedule_pause"
+        } else {
+            "schedule_resume"
+        };
+        let allowed = crate::schedule_api::owner_check(&self.shared.auth, &admitted.caller, action);
         let result = crate::schedule_api::pause(
             &self.shared.leader_stores.schedules,
             &request.name,
             request.paused,
+            allowed,
         )
         .await;
         info!(audit = true, caller = %who, action = if request.paused { "schedule_pause" } else { "schedule_resume" },

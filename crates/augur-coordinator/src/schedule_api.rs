@@ -100,64 +100,81 @@ pub async fn list(store: &ScheduleStore) -> Result<pb::ListSchedulesResponse, St
     })
 }
 
-/// Checks that `caller` may pause or delete schedule `name`: its owner or an
-/// admin (anyone without authentication); refusals are audited and counted.
-pub async fn check_owner(
-    store: &ScheduleStore,
-    auth: &crate::auth::Auth,
-    caller: &crate::auth::Caller,
-    name: &str,
-    action: &str,
-) -> Result<(), Status> {
-    validate_name(name).map_err(invalid)?;
-    if !auth.config().api_auth() || caller.owns(None) {
-        return Ok(());
+/// The check of who may pause or delete a schedule: its owner or an admin
+/// (anyone without authentication); refusals are audited and counted. It is
+/// applied to the record a change is conditional on, so it cannot be raced.
+pub fn owner_check<'a>(
+    auth: &'a crate::auth::Auth,
+    caller: &'a crate::auth::Caller,
+    action: &'a str,
+) -> impl Fn(&ScheduleRecord) -> Result<(), Status> + 'a {
+    move |record| {
+        if !auth.config().api_auth() || caller.owns(record.owner.as_deref()) {
+            return Ok(());
+        }
+        let status = Status::permission_denied(format!(
+            "schedule {} belongs to {}; the token {:?} (role {}) may change only its own schedules",
+            record.name,
+            record
+                .owner
+                .as_deref()
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|| "no token".into()),
+            caller.name,
+            caller.role
+        ));
+        tracing::warn!(audit = true, caller = %caller.name, action, schedule = %record.name,
+                       result = ?status.code(), reason = status.message(), "api call refused");
+        auth.count_refusal(action, status.code());
+        Err(status)
     }
-    let Some(stored) = store.get(name).await.map_err(store_status)? else {
-        return Err(Status::not_found(format!("no schedule named {name}")));
-    };
-    if caller.owns(stored.record.owner.as_deref()) {
-        return Ok(());
-    }
-    let status = Status::permission_denied(format!(
-        "schedule {name} belongs to {}; the token {:?} (role {}) may change only its own schedules",
-        stored
-            .record
-            .owner
-            .as_deref()
-            .map(|o| format!("{o:?}"))
-            .unwrap_or_else(|| "no token".into()),
-        caller.name,
-        caller.role
-    ));
-    tracing::warn!(audit = true, caller = %caller.name, action, schedule = %name,
-                   result = ?status.code(), reason = status.message(), "api call refused");
-    auth.count_refusal(action, status.code());
-    Err(status)
+}
+
+/// Attempts at a conditional change before giving up (a schedule that ticks
+/// every second changes under a slow caller).
+const CHANGE_ATTEMPTS: usize = 20;
+
+fn busy(name: &str) -> Status {
+    Status::unavailable(format!(
+        "schedule {name} kept changing while this call tried to change it; retry"
+    ))
 }
 
 pub async fn delete(
     store: &ScheduleStore,
     name: &str,
+    allowed: impl Fn(&ScheduleRecord) -> Result<(), Status>,
 ) -> Result<pb::DeleteScheduleResponse, Status> {
     validate_name(name).map_err(invalid)?;
-    if store.delete(name).await.map_err(store_status)? {
-        Ok(pb::DeleteScheduleResponse {})
-    } else {
-        Err(Status::not_found(format!("no schedule named {name}")))
+    for _ in 0..CHANGE_ATTEMPTS {
+        let Some(stored) = store.get(name).await.map_err(store_status)? else {
+            return Err(Status::not_found(format!("no schedule named {name}")));
+        };
+        allowed(&stored.record)?;
+        if store
+            .delete_if(name, stored.mod_revision)
+            .await
+            .map_err(store_status)?
+            == Written::Done
+        {
+            return Ok(pb::DeleteScheduleResponse {});
+        }
     }
+    Err(busy(name))
 }
 
 pub async fn pause(
     store: &ScheduleStore,
     name: &str,
     paused: bool,
+    allowed: impl Fn(&ScheduleRecord) -> Result<(), Status>,
 ) -> Result<pb::Schedule, Status> {
     validate_name(name).map_err(invalid)?;
-    loop {
+    for _ in 0..CHANGE_ATTEMPTS {
         let Some(mut stored) = store.get(name).await.map_err(store_status)? else {
             return Err(Status::not_found(format!("no schedule named {name}")));
         };
+        allowed(&stored.record)?;
         stored.record.paused = paused;
         if !paused {
             // Resuming does not fire the ticks that passed while paused.
@@ -178,4 +195,5 @@ pub async fn pause(
             return Ok(schedule_to_pb(&fresh));
         }
     }
+    Err(busy(name))
 }

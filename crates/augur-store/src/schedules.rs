@@ -134,13 +134,22 @@ impl ScheduleStore {
         Ok(self.client.clone().txn(txn).await?.succeeded())
     }
 
-    /// Deletes a schedule; false if there was none.
-    pub async fn delete(&self, name: &str) -> Result<bool> {
-        let resp = self
-            .client
-            .clone()
-            .delete(self.keys.schedule(name), None)
-            .await?;
-        Ok(resp.deleted() > 0)
+    /// Deletes schedule `name` if it is unchanged since it was read at
+    /// `mod_revision` (so a check made on that read still holds).
+    pub async fn delete_if(&self, name: &str, mod_revision: i64) -> Result<Written> {
+        let key = self.keys.schedule(name);
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then(vec![TxnOp::delete(key, None)]);
+        let done = self.client.clone().txn(txn).await?.succeeded();
+        Ok(if done {
+            Written::Done
+        } else {
+            Written::Conflict
+        })
     }
 }
