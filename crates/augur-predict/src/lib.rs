@@ -88,7 +88,7 @@ pub use model::{train, Model, TrainConfig, MODEL_FORMAT_VERSION};
 pub use predictor::{
     Baseline, FallbackReason, Prediction, PredictorConfig, RuntimePredictor, Source,
 };
-pub use replay::{causal_order, evaluate, Evaluation, EvaluationOptions, ReplayEvent};
+pub use replay::{causal_order, evaluate, informs, Evaluation, EvaluationOptions, ReplayEvent};
 
 /// Errors of training and of loading a stored model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

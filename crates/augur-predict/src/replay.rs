@@ -23,27 +23,46 @@ pub enum ReplayEvent {
     Finish(usize),
 }
 
-/// Submit and finish events of `records` in time order; at equal times finishes
-/// come first, then by record index, so the order is deterministic.
+/// Submit and finish events of `records` in time order; at equal times
+/// finishes come first, then by record index, so the order is deterministic —
+/// except that a run that took no time (it finished when it was submitted, or
+/// claims to have finished before) finishes after the submissions of its
+/// instant, its own included: a run never informs its own prediction.
+/// So a run informs a job submitted at `s` if it finished before `s`, or at
+/// `s` having been submitted earlier ([`informs`]).
 pub fn causal_order(records: &[RunRecord]) -> Vec<ReplayEvent> {
+    const FINISH: u8 = 0;
+    const SUBMIT: u8 = 1;
+    const INSTANT_FINISH: u8 = 2;
     let mut events: Vec<(i64, u8, usize)> = Vec::with_capacity(records.len() * 2);
     for (i, r) in records.iter().enumerate() {
-        events.push((r.submitted_at_ms, 1, i));
-        // A record that claims to finish before it was submitted finishes at
-        // its submission: it can never inform its own prediction.
-        events.push((r.finished_at_ms.max(r.submitted_at_ms), 0, i));
+        events.push((r.submitted_at_ms, SUBMIT, i));
+        let finish = r.finished_at_ms.max(r.submitted_at_ms);
+        let kind = if finish > r.submitted_at_ms {
+            FINISH
+        } else {
+            INSTANT_FINISH
+        };
+        events.push((finish, kind, i));
     }
     events.sort_unstable();
     events
         .into_iter()
         .map(|(_, kind, i)| {
-            if kind == 0 {
-                ReplayEvent::Finish(i)
-            } else {
+            if kind == SUBMIT {
                 ReplayEvent::Submit(i)
+            } else {
+                ReplayEvent::Finish(i)
             }
         })
         .collect()
+}
+
+/// Whether `run` is history for a job submitted at `submitted_at_ms` in a
+/// causal replay ([`causal_order`]).
+pub fn informs(run: &RunRecord, submitted_at_ms: i64) -> bool {
+    let finish = run.finished_at_ms.max(run.submitted_at_ms);
+    finish < submitted_at_ms || (finish == submitted_at_ms && run.submitted_at_ms < finish)
 }
 
 /// Settings of [`evaluate`].

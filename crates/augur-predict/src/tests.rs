@@ -163,7 +163,7 @@ proptest! {
                 ReplayEvent::Finish(i) => { finished.insert(i); }
                 ReplayEvent::Submit(i) => {
                     let expected: std::collections::BTreeSet<usize> = (0..records.len())
-                        .filter(|&j| records[j].finished_at_ms.max(records[j].submitted_at_ms) <= records[i].submitted_at_ms)
+                        .filter(|&j| informs(&records[j], records[i].submitted_at_ms))
                         .collect();
                     prop_assert_eq!(&finished, &expected);
                     prop_assert!(!finished.contains(&i));
@@ -182,7 +182,7 @@ proptest! {
         for (k, &i) in set.index.iter().enumerate() {
             let job = &records[i];
             let past = History::from_records(records.iter().filter(|r| {
-                r.finished_at_ms <= job.submitted_at_ms && r.job_id != job.job_id
+                informs(r, job.submitted_at_ms) && r.job_id != job.job_id
             }));
             features(&past, &schema, job, &mut row);
             prop_assert_eq!(&row, &set.rows[k]);
@@ -209,6 +209,48 @@ proptest! {
         let p = RuntimePredictor::with_model(None, past, PredictorConfig::default()).predict(&records[probe]);
         prop_assert!(p.seconds.is_finite() && p.seconds > 0.0);
     }
+}
+
+/// Found by `training_rows_use_only_the_past` in CI: a run that took no time
+/// (finished at the instant it was submitted) was replayed as finishing before
+/// its own submission, so its training row saw its own runtime.
+#[test]
+fn a_run_that_took_no_time_is_not_its_own_history() {
+    let mut instant = record(0, "a", "x", 0.0);
+    instant.finished_at_ms = instant.submitted_at_ms;
+    let mut twin = instant.clone();
+    twin.job_id = "twin".into();
+    let mut later = record(0, "a", "x", 5.0);
+    later.job_id = "later".into();
+    let records = vec![instant.clone(), twin, later];
+    let order = causal_order(&records);
+    // Both instant runs are submitted before either finishes; the later-finishing
+    // run is submitted at the same instant and sees neither.
+    assert_eq!(
+        order,
+        [
+            ReplayEvent::Submit(0),
+            ReplayEvent::Submit(1),
+            ReplayEvent::Submit(2),
+            ReplayEvent::Finish(0),
+            ReplayEvent::Finish(1),
+            ReplayEvent::Finish(2),
+        ]
+    );
+    let set = training_set(&records, &FeatureSchema::default());
+    let mut alone = Vec::new();
+    features(
+        &History::new(),
+        &FeatureSchema::default(),
+        &instant,
+        &mut alone,
+    );
+    assert_eq!(set.rows[0], alone, "no history at all for the first row");
+    assert!(!informs(&instant, instant.submitted_at_ms));
+    assert!(informs(&instant, instant.submitted_at_ms + 1));
+    let mut ran = record(1, "a", "x", 5.0);
+    ran.submitted_at_ms -= 5_000;
+    assert!(informs(&ran, ran.finished_at_ms));
 }
 
 /// Bursts like `augur bench --compare-placement`'s: every job of a burst is
