@@ -230,8 +230,17 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut sessions = 0u64;
     let mut last_refusal: Option<tokio::time::Instant> = None;
+    // Since when no stream could be had (reset once one is attached), and
+    // when that was last said at warning level.
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut last_failure_warning: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
-        match session(&agent, &leadership, &shutdown, &mut sessions).await {
+        let attached_before = sessions;
+        let result = session(&agent, &leadership, &shutdown, &mut sessions).await;
+        if sessions != attached_before {
+            failing_since = None;
+        }
+        match result {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(WorkerError::Stream(status))
                 if matches!(
@@ -250,6 +259,17 @@ pub async fn run(
             }
             Err(e) => {
                 debug!(error = %e, "no stream to the leader");
+                // Brief gaps are normal (a leader change); a lasting one — a
+                // TLS handshake the coordinator rejects, a wrong address — is
+                // said at warning level, with the whole error chain, every 30 s.
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= PERSISTENT_FAILURE
+                    && last_failure_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+                {
+                    warn!(error = %error_chain(&e), failing_for_s = since.elapsed().as_secs(),
+                          "cannot get a stream to the leader; check its address, the TLS settings and the network");
+                    last_failure_warning = Some(tokio::time::Instant::now());
+                }
                 // Capped low: a new leader waits for its workers before dispatching.
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
@@ -345,6 +365,25 @@ async fn purge_outputs(agent: Arc<Agent>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
         }
     }
+}
+
+/// How long without a stream to the leader before it is a warning.
+const PERSISTENT_FAILURE: Duration = Duration::from_secs(5);
+
+/// An error and its sources, `: `-separated (tonic's transport errors keep
+/// the useful part — a TLS alert, a refused connection — in their sources).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One stream to the current leader, until it breaks.

@@ -527,6 +527,19 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
     ]);
     cluster.start_worker("w3");
     jobs_avoid_refused_worker(&cluster, ADMIN, "w3");
+    // ... and says so at warning level (the rejected handshake).
+    let w3_log = cluster.dir().join("worker-w3.log");
+    poll_until(DEADLINE, "w3 to warn that it gets no stream", || {
+        let log = std::fs::read_to_string(&w3_log).unwrap_or_default();
+        match log
+            .lines()
+            .find(|l| l.contains("cannot get a stream to the leader"))
+        {
+            Some(line) if line.contains("WARN") => Ok(()),
+            Some(line) => Err(format!("not a warning: {line}")),
+            None => Err(log.lines().last().unwrap_or_default().to_string()),
+        }
+    });
     let logs = all_logs(cluster.dir());
     assert!(!logs.contains(ADMIN), "the admin token is in the logs");
 }
