@@ -258,16 +258,24 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
     }
 }
 
+/// Each candidate with its gate score (`weights[kind]` · gate features);
+/// candidates of kinds without weights are left out.
+fn scored<'w, 'c>(
+    weights: &'w [Vec<f64>],
+    cands: &'c [Candidate],
+) -> impl Iterator<Item = (&'c Candidate, f64)> + use<'w, 'c> {
+    cands.iter().filter_map(|c| {
+        let w = weights.get(c.kind)?;
+        Some((c, w.iter().zip(&c.gate).map(|(a, b)| a * b).sum()))
+    })
+}
+
 /// The candidate the gate scores highest (`weights[kind]` · gate features);
 /// ties go to the earlier (more specific) candidate. `None` only if `cands`
 /// is empty.
 pub fn select<'a>(weights: &[Vec<f64>], cands: &'a [Candidate]) -> Option<&'a Candidate> {
     let mut best: Option<(&Candidate, f64)> = None;
-    for c in cands {
-        let Some(w) = weights.get(c.kind) else {
-            continue;
-        };
-        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
+    for (c, score) in scored(weights, cands) {
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((c, score));
         }
@@ -286,11 +294,7 @@ const BLEND_SPAN: f64 = 2.0 * std::f64::consts::LN_2;
 pub fn select_ln(weights: &[Vec<f64>], cands: &[Candidate]) -> Option<(f64, usize)> {
     let mut best: Option<(&Candidate, f64)> = None;
     let mut second: Option<(&Candidate, f64)> = None;
-    for c in cands {
-        let Some(w) = weights.get(c.kind) else {
-            continue;
-        };
-        let score: f64 = w.iter().zip(&c.gate).map(|(a, b)| a * b).sum();
+    for (c, score) in scored(weights, cands) {
         if best.is_none_or(|(_, s)| score > s) {
             second = best;
             best = Some((c, score));
