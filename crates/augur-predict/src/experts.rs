@@ -19,7 +19,7 @@
 use augur_core::RunRecord;
 
 use crate::features::PRIOR_LN_RUNTIME;
-use crate::history::{Expert, History, Template, MIN_RUNTIME_S};
+use crate::history::{Expert, History, Stats, Template, MIN_RUNTIME_S};
 
 /// Gate features per candidate.
 pub const GATE_FEATURES: usize = COVER_SPECIFIC + 1;
@@ -36,22 +36,6 @@ const COVER_OWN: usize = SLOW_HIT + 1;
 /// Index of the same share over the job's most specific user template
 /// (user+class, else user).
 const COVER_SPECIFIC: usize = COVER_OWN + 1;
-
-/// Share of the recent runtimes of `stats` within 2x of `ln`.
-fn cover(stats: Option<&crate::history::Stats>, ln: f64) -> f64 {
-    let Some(stats) = stats else {
-        return 0.0;
-    };
-    let n = (stats.count as usize).min(crate::history::RECENT);
-    if n == 0 {
-        return 0.0;
-    }
-    let near = stats.last[..n]
-        .iter()
-        .filter(|r| (r.max(MIN_RUNTIME_S).ln() - ln).abs() <= std::f64::consts::LN_2)
-        .count();
-    near as f64 / n as f64
-}
 
 /// Upper bounds (ln seconds) of the bins of the candidate's value: 10 s, 1 min,
 /// 10 min, 1 h, 6 h; the last bin is open. A linear score over bins lets each
@@ -156,11 +140,13 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
     let requested = requested_ln(job);
     let specific = history
         .stats(Template::UserClass, job)
-        .or_else(|| history.stats(Template::User, job));
+        .or_else(|| history.stats(Template::User, job))
+        .map(Stats::recent_lns);
     for (t, template) in Template::ALL.into_iter().enumerate() {
         let Some(stats) = history.stats(template, job) else {
             continue;
         };
+        let recent = stats.recent_lns();
         let spread = if stats.count >= 2 {
             (stats.last[0].ln() - stats.last[1].ln()).abs()
         } else {
@@ -178,7 +164,7 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
             };
             let mut features = gate(error, hit, stats.count, spread, requested, ln, ridge_ln);
             features[SLOW_HIT] = slow;
-            features[COVER_OWN] = cover(Some(stats), ln);
+            features[COVER_OWN] = recent.share_near(ln);
             out.push(Candidate {
                 kind: t * Expert::ALL.len() + expert as usize,
                 ln,
@@ -233,7 +219,7 @@ pub fn candidates(history: &History, job: &RunRecord, ridge_ln: f64, out: &mut V
     // likelier to be the mode.
     let n = out.len();
     for c in out.iter_mut() {
-        c.gate[COVER_SPECIFIC] = cover(specific, c.ln);
+        c.gate[COVER_SPECIFIC] = specific.map_or(0.0, |r| r.share_near(c.ln));
         if c.kind >= RIDGE {
             c.gate[COVER_OWN] = c.gate[COVER_SPECIFIC];
         }
@@ -353,6 +339,8 @@ mod tests {
         }
         let job = record(9, "ann", "etl", 0.0);
         let stats = history.stats(Template::UserClass, &job);
+        let cover =
+            |stats: Option<&Stats>, ln: f64| stats.map_or(0.0, |s| s.recent_lns().share_near(ln));
         // 100 s: 100, 150 and 60 are within 2x; 5000 is not.
         assert!((cover(stats, 100f64.ln()) - 0.75).abs() < 1e-9);
         assert!((cover(stats, 5000f64.ln()) - 0.25).abs() < 1e-9);

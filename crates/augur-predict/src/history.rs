@@ -216,6 +216,35 @@ impl Fnv {
     }
 }
 
+/// The ln of a template's recent runtimes, newest first ([`Stats::recent_lns`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RecentLns {
+    values: [f64; RECENT],
+    len: usize,
+}
+
+impl RecentLns {
+    pub fn as_slice(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+
+    /// The recent values within 2x of `ln`.
+    pub fn near(&self, ln: f64) -> impl Iterator<Item = f64> + '_ {
+        self.as_slice()
+            .iter()
+            .copied()
+            .filter(move |v| (v - ln).abs() <= std::f64::consts::LN_2)
+    }
+
+    /// Share of the recent runtimes within 2x of `ln` (0 when there are none).
+    pub fn share_near(&self, ln: f64) -> f64 {
+        if self.len == 0 {
+            return 0.0;
+        }
+        self.near(ln).count() as f64 / self.len as f64
+    }
+}
+
 /// Runtime statistics of the jobs that share one template value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -352,28 +381,28 @@ impl Stats {
         }
     }
 
+    /// ln of the recent runtimes, newest first (floored at [`MIN_RUNTIME_S`]).
+    pub fn recent_lns(&self) -> RecentLns {
+        let len = (self.count as usize).min(RECENT);
+        let mut values = [0.0; RECENT];
+        for (v, r) in values.iter_mut().zip(&self.last[..len]) {
+            *v = r.max(MIN_RUNTIME_S).ln();
+        }
+        RecentLns { values, len }
+    }
+
     /// See [`Expert::Mode5`].
     pub fn recent_mode_ln(&self) -> Option<f64> {
-        let n = (self.count as usize).min(RECENT);
-        if n == 0 {
-            return None;
-        }
-        let lns: Vec<f64> = self.last[..n]
-            .iter()
-            .map(|r| r.max(MIN_RUNTIME_S).ln())
-            .collect();
-        let near = |x: f64| {
-            lns.iter()
-                .filter(move |y| (x - **y).abs() <= std::f64::consts::LN_2)
-        };
-        let mut best = (0usize, 0.0);
-        for &x in &lns {
-            let count = near(x).count();
-            if count > best.0 {
-                best = (count, x);
+        let recent = self.recent_lns();
+        let mut best: Option<(usize, f64)> = None;
+        for &x in recent.as_slice() {
+            let count = recent.near(x).count();
+            if best.is_none_or(|(c, _)| count > c) {
+                best = Some((count, x));
             }
         }
-        Some(near(best.1).sum::<f64>() / best.0 as f64)
+        let (count, mode) = best?;
+        Some(recent.near(mode).sum::<f64>() / count as f64)
     }
 
     /// Median of the newest `k` runtimes (of as many as there are, up to
