@@ -117,24 +117,16 @@ impl Template {
             Template::UserRequest => {
                 need(&job.user)?;
                 let requested = job.requested_time_s?;
-                h.str(&job.user)
-                    .u64(requested.to_bits())
-                    .u64(job.requested_cpu_millis)
-                    .u64(job.requested_slots as u64);
+                h.str(&job.user).u64(requested.to_bits()).resources(job);
             }
             Template::UserCpu => {
                 need(&job.user)?;
-                h.str(&job.user)
-                    .u64(job.requested_cpu_millis)
-                    .u64(job.requested_slots as u64);
+                h.str(&job.user).resources(job);
             }
             Template::UserClassCpu => {
                 need(&job.user)?;
                 need(&job.name)?;
-                h.str(&job.user)
-                    .str(&job.name)
-                    .u64(job.requested_cpu_millis)
-                    .u64(job.requested_slots as u64);
+                h.str(&job.user).str(&job.name).resources(job);
             }
             Template::UserLabels => {
                 need(&job.user)?;
@@ -153,16 +145,13 @@ impl Template {
             }
             Template::ClassCpu => {
                 need(&job.name)?;
-                h.str(&job.name)
-                    .u64(job.requested_cpu_millis)
-                    .u64(job.requested_slots as u64);
+                h.str(&job.name).resources(job);
             }
             Template::UserCpuShift => {
                 need(&job.user)?;
                 h.str(&job.user)
                     .str(&job.name)
-                    .u64(job.requested_cpu_millis)
-                    .u64(job.requested_slots as u64)
+                    .resources(job)
                     .u64(job.requested_time_s.map_or(0, f64::to_bits))
                     .u64(shift(job.submitted_at_ms));
             }
@@ -210,6 +199,11 @@ impl Fnv {
             self.byte(b);
         }
         self
+    }
+    /// The job's requested CPU and slots.
+    fn resources(&mut self, job: &RunRecord) -> &mut Self {
+        self.u64(job.requested_cpu_millis)
+            .u64(job.requested_slots as u64)
     }
     fn finish(&self) -> u64 {
         self.0
