@@ -86,19 +86,8 @@ impl ScheduleStore {
     /// Replaces a schedule if it is unchanged since `mod_revision` (user edits).
     pub async fn replace(&self, record: &ScheduleRecord, mod_revision: i64) -> Result<Written> {
         let key = self.keys.schedule(&record.name);
-        let txn = Txn::new()
-            .when(vec![Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                mod_revision,
-            )])
-            .and_then(vec![TxnOp::put(key, encode(record), None)]);
-        let done = self.client.clone().txn(txn).await?.succeeded();
-        Ok(if done {
-            Written::Done
-        } else {
-            Written::Conflict
-        })
+        let put = TxnOp::put(key.clone(), encode(record), None);
+        self.if_unchanged(key, mod_revision, put).await
     }
 
     /// Records a fired tick: fenced (leader only) and conditional on the
@@ -138,13 +127,19 @@ impl ScheduleStore {
     /// `mod_revision` (so a check made on that read still holds).
     pub async fn delete_if(&self, name: &str, mod_revision: i64) -> Result<Written> {
         let key = self.keys.schedule(name);
+        let delete = TxnOp::delete(key.clone(), None);
+        self.if_unchanged(key, mod_revision, delete).await
+    }
+
+    /// Applies `op` if `key` is unchanged since `mod_revision`.
+    async fn if_unchanged(&self, key: String, mod_revision: i64, op: TxnOp) -> Result<Written> {
         let txn = Txn::new()
             .when(vec![Compare::mod_revision(
-                key.clone(),
+                key,
                 CompareOp::Equal,
                 mod_revision,
             )])
-            .and_then(vec![TxnOp::delete(key, None)]);
+            .and_then(vec![op]);
         let done = self.client.clone().txn(txn).await?.succeeded();
         Ok(if done {
             Written::Done
