@@ -169,19 +169,13 @@ impl Api {
         if caller.owns(job.owner.as_deref()) {
             return Ok(());
         }
-        let status = Status::permission_denied(format!(
-            "job {id} belongs to {}; the token {:?} (role {}) may cancel only its own jobs",
-            job.owner
-                .as_deref()
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_else(|| "no token".into()),
-            caller.name,
-            caller.role
-        ));
-        tracing::warn!(audit = true, caller = %caller.name, action = "cancel", job_id = %id,
-                       result = ?status.code(), reason = status.message(), "api call refused");
-        self.shared.auth.count_refusal("cancel", status.code());
-        Err(status)
+        Err(self.shared.auth.refuse_not_owner(
+            caller,
+            "cancel",
+            &format!("job {id}"),
+            job.owner.as_deref(),
+            "cancel only its own jobs",
+        ))
     }
 
     async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {

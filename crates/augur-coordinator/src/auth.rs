@@ -223,8 +223,32 @@ impl Auth {
         self
     }
 
-    /// Counts a refusal decided outside these checks (job ownership).
-    pub fn count_refusal(&self, action: &str, code: tonic::Code) {
+    /// Refuses `caller` an `action` on `what` (e.g. `job 01H…`), which belongs
+    /// to `owner`; `only` says what the caller may do instead (e.g. "cancel
+    /// only its own jobs"). Audited and counted like every refusal.
+    pub fn refuse_not_owner(
+        &self,
+        caller: &Caller,
+        action: &str,
+        what: &str,
+        owner: Option<&str>,
+        only: &str,
+    ) -> Status {
+        let status = Status::permission_denied(format!(
+            "{what} belongs to {}; the token {:?} (role {}) may {only}",
+            owner
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|| "no token".into()),
+            caller.name,
+            caller.role
+        ));
+        warn!(audit = true, caller = %caller.name, action, target = %what,
+              result = ?status.code(), reason = status.message(), "api call refused");
+        self.count_refusal(action, status.code());
+        status
+    }
+
+    fn count_refusal(&self, action: &str, code: tonic::Code) {
         self.refusals
             .get_or_create(&RefusalLabel {
                 action: action.to_string(),

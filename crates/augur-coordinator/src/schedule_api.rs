@@ -112,21 +112,13 @@ pub fn owner_check<'a>(
         if !auth.config().api_auth() || caller.owns(record.owner.as_deref()) {
             return Ok(());
         }
-        let status = Status::permission_denied(format!(
-            "schedule {} belongs to {}; the token {:?} (role {}) may change only its own schedules",
-            record.name,
-            record
-                .owner
-                .as_deref()
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_else(|| "no token".into()),
-            caller.name,
-            caller.role
-        ));
-        tracing::warn!(audit = true, caller = %caller.name, action, schedule = %record.name,
-                       result = ?status.code(), reason = status.message(), "api call refused");
-        auth.count_refusal(action, status.code());
-        Err(status)
+        Err(auth.refuse_not_owner(
+            caller,
+            action,
+            &format!("schedule {}", record.name),
+            record.owner.as_deref(),
+            "change only its own schedules",
+        ))
     }
 }
 
