@@ -264,23 +264,8 @@ pub async fn tune_runs(endpoint: &str, output: Output, args: TuneArgs) -> anyhow
         aging_rates: args.aging_rates.clone(),
         ..defaults
     };
-    let max_rate = augur_placement::tune::MAX_AGING_RATE;
-    let max_count = augur_placement::tune::MAX_AGING_RATES;
-    if let Some(bad) = args
-        .aging_rates
-        .iter()
-        .find(|r| !(r.is_finite() && **r > 0.0 && **r <= max_rate))
-    {
-        return Err(anyhow!(
-            "InvalidArgument: --aging-rates: {bad} is not in (0, {max_rate}]"
-        ));
-    }
-    if args.aging_rates.len() > max_count {
-        return Err(anyhow!(
-            "InvalidArgument: --aging-rates: at most {max_count} rates, got {}",
-            args.aging_rates.len()
-        ));
-    }
+    augur_placement::tune::check_aging_rates(&options.aging_rates)
+        .map_err(|e| anyhow!("InvalidArgument: --aging-rates: {e}"))?;
     parse_workers(&options.workers).map_err(|e| anyhow!("InvalidArgument: --workers: {e}"))?;
     if !(options.load.is_finite() && options.load > 0.0) {
         return Err(anyhow!(

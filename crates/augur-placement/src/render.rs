@@ -197,10 +197,11 @@ pub fn render_svg(report: &TuneReport) -> String {
         "",
         &prediction,
     );
+    let several = several_agings(report);
     let placement: Vec<(String, f64)> = report
         .placement
         .iter()
-        .map(|q| (q.label(several_agings(report)), q.mean_jct_s))
+        .map(|q| (q.label(several), q.mean_jct_s))
         .collect();
     bars(
         &mut out,

@@ -112,13 +112,19 @@ pub const MAX_AGING_RATE: f64 = 100.0;
 /// Most aging rates one `tune` compares.
 pub const MAX_AGING_RATES: usize = 8;
 
+/// Checks extra aging rates for [`TuneOptions::aging_rates`].
+pub fn check_aging_rates(rates: &[f64]) -> Result<(), TuneError> {
+    let valid = |r: &f64| r.is_finite() && *r > 0.0 && *r <= MAX_AGING_RATE;
+    if rates.len() > MAX_AGING_RATES || !rates.iter().all(valid) {
+        return Err(TuneError::AgingRates(rates.to_vec()));
+    }
+    Ok(())
+}
+
 /// The aging rates to simulate `predictive` with: the configured one and the
 /// extra ones, deduplicated, ascending.
 fn aging_rates(options: &TuneOptions) -> Result<Vec<f64>, TuneError> {
-    let valid = |r: &f64| r.is_finite() && *r > 0.0 && *r <= MAX_AGING_RATE;
-    if options.aging_rates.len() > MAX_AGING_RATES || !options.aging_rates.iter().all(valid) {
-        return Err(TuneError::AgingRates(options.aging_rates.clone()));
-    }
+    check_aging_rates(&options.aging_rates)?;
     let mut rates = options.aging_rates.clone();
     rates.push(options.placement.aging_rate);
     rates.sort_by(f64::total_cmp);
