@@ -229,11 +229,11 @@ pub async fn run(
 
     let mut backoff = Duration::from_millis(100);
     let mut sessions = 0u64;
-    let mut last_refusal: Option<tokio::time::Instant> = None;
-    // Since when no stream could be had (reset once one is attached), and
-    // when that was last said at warning level.
+    // Lasting trouble is said at warning level, but not in a tight loop.
+    let mut refusal_warnings = Throttle::every(Duration::from_secs(30));
+    let mut failure_warnings = Throttle::every(Duration::from_secs(30));
+    // Since when no stream could be had (reset once one is attached).
     let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut last_failure_warning: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
         let attached_before = sessions;
         let result = session(&agent, &leadership, &shutdown, &mut sessions).await;
@@ -250,10 +250,9 @@ pub async fn run(
             {
                 // A refusal will not cure itself: say so loudly, but not in a
                 // tight loop, and keep trying (the credentials may be fixed).
-                if last_refusal.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                if refusal_warnings.allow() {
                     warn!(code = ?status.code(), reason = status.message(),
                           "the coordinator refused this worker; check --join-token-file / TLS certificates");
-                    last_refusal = Some(tokio::time::Instant::now());
                 }
                 backoff = Duration::from_secs(2);
             }
@@ -263,12 +262,9 @@ pub async fn run(
                 // TLS handshake the coordinator rejects, a wrong address — is
                 // said at warning level, with the whole error chain, every 30 s.
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() >= PERSISTENT_FAILURE
-                    && last_failure_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-                {
+                if since.elapsed() >= PERSISTENT_FAILURE && failure_warnings.allow() {
                     warn!(error = %error_chain(&e), failing_for_s = since.elapsed().as_secs(),
                           "cannot get a stream to the leader; check its address, the TLS settings and the network");
-                    last_failure_warning = Some(tokio::time::Instant::now());
                 }
                 // Capped low: a new leader waits for its workers before dispatching.
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -364,6 +360,27 @@ async fn purge_outputs(agent: Arc<Agent>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
         }
+    }
+}
+
+/// Lets a repeated message through at most once per period.
+struct Throttle {
+    period: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    fn every(period: Duration) -> Self {
+        Throttle { period, last: None }
+    }
+
+    /// True (and the period restarts) if the last message is a period old.
+    fn allow(&mut self) -> bool {
+        let due = self.last.is_none_or(|t| t.elapsed() > self.period);
+        if due {
+            self.last = Some(tokio::time::Instant::now());
+        }
+        due
     }
 }
 
