@@ -178,6 +178,15 @@ impl Api {
         ))
     }
 
+    /// Why a pending job waits, from the leader's queue when this node leads
+    /// (a follower shows the stored message).
+    async fn pending_reason(&self, id: JobId) -> Option<String> {
+        let leader = self.shared.leader()?;
+        let (reply, rx) = oneshot::channel();
+        leader.send(LeaderInput::Explain { id, reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
     async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {
         let Some(leader) = self.shared.leader() else {
             return Ok(None);
@@ -241,7 +250,14 @@ impl JobService for Api {
             .metrics
             .etcd("get", started.elapsed().as_secs_f64());
         match found.map_err(store_status)? {
-            Some(job) => Ok(Response::new(job_to_pb(&job))),
+            Some(mut job) => {
+                if job.state == augur_core::JobState::Pending {
+                    if let Some(reason) = self.pending_reason(id).await {
+                        job.message = reason;
+                    }
+                }
+                Ok(Response::new(job_to_pb(&job)))
+            }
             None => Err(Status::not_found(format!(
                 "no job {id} (never submitted, or removed after its retention)"
             ))),

@@ -143,7 +143,10 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
 /// The one mapping from store errors to gRPC statuses.
 pub fn store_status(err: StoreError) -> Status {
     match &err {
-        StoreError::Etcd(_) | StoreError::WatchEnded { .. } | StoreError::LeaseExpired(_) => {
+        StoreError::Etcd(_)
+        | StoreError::WatchEnded { .. }
+        | StoreError::LeaseExpired(_)
+        | StoreError::Unavailable(_) => {
             Status::unavailable(format!("state store unavailable: {err}"))
         }
         StoreError::Fenced { .. } => {

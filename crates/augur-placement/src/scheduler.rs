@@ -264,6 +264,28 @@ where
         );
     }
 
+    /// Slots in use and offered by `worker`, as the scheduler counts them.
+    pub fn worker_slots(&self, worker: &W) -> Option<(u32, u32)> {
+        self.workers.get(worker).map(|w| (w.used, w.spec.slots))
+    }
+
+    /// Whether the job is queued (not placed).
+    pub fn is_queued(&self, key: &K) -> bool {
+        matches!(
+            self.jobs.get(key).map(|e| &e.state),
+            Some(JobState::Queued(_))
+        )
+    }
+
+    /// How many queued jobs are ahead of `key` (`None` if it is not queued).
+    /// Walks the queue: for explaining one job, not for a hot path.
+    pub fn queue_position(&self, key: &K) -> Option<usize> {
+        let JobState::Queued(queue_key) = &self.jobs.get(key)?.state else {
+            return None;
+        };
+        Some(self.queue.range(..*queue_key).count())
+    }
+
     /// A job already running on `worker` since `started_ms` (a new leader
     /// taking over running work). Counted against the worker's slots at once.
     pub fn job_running(&mut self, key: K, request: JobRequest, worker: W, started_ms: i64) {

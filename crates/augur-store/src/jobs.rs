@@ -257,6 +257,15 @@ impl JobStore {
         Ok(())
     }
 
+    /// The put of a run record under its history key (as `RunHistory::put_op`).
+    pub(crate) fn run_put_op(&self, run: &augur_core::RunRecord) -> TxnOp {
+        TxnOp::put(
+            self.keys.run(run.finished_at_ms, &run.job_id, run.attempt),
+            encode(run),
+            None,
+        )
+    }
+
     /// The record and the index keys its state calls for.
     fn record_ops(&self, job: &JobRecord) -> Vec<TxnOp> {
         let mut ops = Vec::with_capacity(OPS_PER_JOB);

@@ -30,6 +30,12 @@ pub struct Fence {
 }
 
 impl Fence {
+    /// A fence on `key` at `epoch`, for stores other than etcd (the
+    /// in-memory store) and tests; etcd fences come from a won campaign.
+    pub fn for_epoch(key: Vec<u8>, epoch: i64) -> Self {
+        Fence { key, epoch }
+    }
+
     pub fn epoch(&self) -> i64 {
         self.epoch
     }

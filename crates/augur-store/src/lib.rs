@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod jobs;
 pub mod keys;
+pub mod leader_store;
 pub mod leadership;
 pub mod lease;
 pub mod model;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use etcd_client::Client as EtcdClient;
 pub use jobs::{CreateOutcome, JobPage, JobStore, JobWrite, StoreLimits};
 pub use keys::Keys;
+pub use leader_store::{LeaderStore, MemoryJobStore, RecordWrite};
 pub use leadership::{Fence, LeaderInfo, Leadership};
 pub use lease::LeaseHandle;
 pub use model::{ModelStore, StoredModel, STORED_MODEL_VERSION};
@@ -55,13 +57,20 @@ pub enum StoreError {
     /// The connection settings are unusable (e.g. an unreadable CA file).
     #[error("etcd connection settings: {0}")]
     Config(String),
+    /// A store other than etcd could not be reached (the in-memory store
+    /// told to fail, in tests).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
     /// Transport and availability errors are retryable; a failed fence, a corrupt
     /// value and an expired lease are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Etcd(_) | StoreError::WatchEnded { .. })
+        matches!(
+            self,
+            StoreError::Etcd(_) | StoreError::WatchEnded { .. } | StoreError::Unavailable(_)
+        )
     }
 }
 

@@ -127,6 +127,8 @@ pub struct CoordinatorMetrics {
     pub attempts_lost: Counter,
     pub queue_depth: Family<PriorityLabel, Gauge>,
     pub jobs_running: Gauge,
+    pub jobs_unschedulable: Gauge,
+    pub worker_results_refused: Counter,
     pub queue_wait: ExemplarHistogram,
     pub submit_to_start: ExemplarHistogram,
     pub job_runtime: ExemplarFamily<OutcomeLabel>,
@@ -235,6 +237,8 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         attempts_lost: Counter::default(),
         queue_depth: Family::default(),
         jobs_running: Gauge::default(),
+        jobs_unschedulable: Gauge::default(),
+        worker_results_refused: Counter::default(),
         queue_wait: exemplar_latency(),
         submit_to_start: exemplar_latency(),
         job_runtime: Family::new_with_constructor(exemplar_runtime),
@@ -279,6 +283,16 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         "augur_jobs_running",
         "Jobs assigned to or running on a worker (leader only)",
         m.jobs_running.clone(),
+    );
+    r.register(
+        "augur_jobs_unschedulable",
+        "Pending jobs no registered worker could run: too many slots or constraints no worker matches (leader only)",
+        m.jobs_unschedulable.clone(),
+    );
+    r.register(
+        "augur_worker_results_refused",
+        "Worker results the leader could not read (no or an unknown outcome, or no job named), acknowledged and dropped",
+        m.worker_results_refused.clone(),
     );
     r.register_with_unit(
         "augur_job_queue_wait",
@@ -491,6 +505,7 @@ impl CoordinatorMetrics {
         self.is_leader.set(0);
         self.leader_epoch.set(0);
         self.jobs_running.set(0);
+        self.jobs_unschedulable.set(0);
         for class in [
             PriorityClass::High,
             PriorityClass::Normal,

@@ -113,8 +113,15 @@ pub(crate) async fn trainer(
             min_records: settings.min_training_runs,
             ..TrainConfig::default()
         };
-        let trained =
-            tokio::task::spawn_blocking(move || train(&records, &config, next, now_ms())).await;
+        // Training runs for seconds on a big history: a demotion or a
+        // SIGTERM resign must not wait for it (the blocking thread finishes
+        // on its own and its result is dropped).
+        let training =
+            tokio::task::spawn_blocking(move || train(&records, &config, next, now_ms()));
+        let trained = tokio::select! {
+            _ = demote.cancelled() => return,
+            trained = training => trained,
+        };
         let model = match trained {
             Ok(Ok(model)) => model,
             Ok(Err(e)) => {

@@ -1,18 +1,21 @@
 //! Everything that runs only while this coordinator leads.
 //!
-//! One task, the [`brain`], owns the in-memory view of non-terminal jobs and of
-//! workers and makes every decision; it never waits on etcd. Its writes go to the
-//! [`writer`], which commits them in fenced batches. Watches of the pending index
-//! and the worker registry, worker streams and API calls all reach the brain as
-//! [`LeaderInput`] messages. When leadership ends (fence failure, lease lost,
-//! shutdown) the `demote` token fires and every one of these tasks stops.
+//! The decisions are made by a pure core ([`state::LeaderState`]: jobs,
+//! workers, placement, retries, takeover; no I/O, no protobuf, no etcd type),
+//! driven by one task, the [`shell`], which decodes what arrives (at the
+//! [`edge`] for worker streams) and carries out the core's effects: writes go
+//! to the [`writer`], which commits them in fenced batches and only then sends
+//! what must follow durability. Everything a term of leadership spawns is a
+//! task of its [`term::Term`]; when leadership ends (fence failure, lease lost,
+//! shutdown) the term is ended and its tasks are cancelled and awaited.
 
-mod brain;
-mod dispatch;
+mod edge;
 mod learning;
 mod observe;
 mod schedules;
-mod workers;
+mod shell;
+mod state;
+pub(crate) mod term;
 pub(crate) mod writer;
 
 use std::sync::Arc;
@@ -26,7 +29,13 @@ use augur_telemetry::CoordinatorMetrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
+
+/// How a cancel is answered.
+pub(crate) type CancelReply = oneshot::Sender<Result<pb::Job, Status>>;
+
+/// How long an ending term waits for its tasks before aborting them.
+const TERM_END_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Messages to a worker's stream.
 pub(crate) type WorkerTx = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, Status>>;
@@ -67,6 +76,11 @@ pub(crate) enum LeaderInput {
     },
     Status {
         reply: oneshot::Sender<StatusSnapshot>,
+    },
+    /// Why a pending job waits (`None`: not pending here).
+    Explain {
+        id: JobId,
+        reply: oneshot::Sender<Option<String>>,
     },
     /// A newly trained runtime model.
     Model(Box<augur_predict::Model>),
@@ -158,70 +172,60 @@ pub(crate) async fn run(
     let model_version = warm.model.as_ref().map_or(0, |m| m.version);
     metrics.model_version.set(model_version as i64);
     let scheduler = placement_engine(warm.config, warm.model, &warm.runs);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (writer, writer_task) = writer::spawn(
-        (jobs.clone(), runs.clone()),
-        fence.clone(),
-        demote.clone(),
-        tx.clone(),
-        metrics.clone(),
-    );
-
     let mut pending_watch = jobs.watch_pending(jobs_rev).await?;
     let mut worker_watch = registry.watch(workers_rev).await?;
 
+    let mut term = term::Term::new(fence.clone(), demote.clone());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = writer::spawn(&mut term, jobs.clone(), tx.clone(), metrics.clone());
+
     let watch_tx = tx.clone();
     let watch_demote = demote.clone();
-    let watches = tokio::spawn(
-        async move {
-            loop {
-                let outcome = tokio::select! {
-                    _ = watch_demote.cancelled() => return,
-                    ids = pending_watch.next() => ids.map(LeaderInput::PendingIds),
-                    events = worker_watch.next() => events.map(LeaderInput::Workers),
-                };
-                match outcome {
-                    Ok(input) => {
-                        if watch_tx.send(input).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        // A watch that ends (compaction, etcd restart) cannot be
-                        // resumed without risking a missed event: step down and let
-                        // the next term reload everything.
-                        warn!(error = %e, "leader watch ended; stepping down to reload");
-                        watch_demote.cancel();
+    term.spawn("watches", async move {
+        loop {
+            let outcome = tokio::select! {
+                _ = watch_demote.cancelled() => return,
+                ids = pending_watch.next() => ids.map(LeaderInput::PendingIds),
+                events = worker_watch.next() => events.map(LeaderInput::Workers),
+            };
+            match outcome {
+                Ok(input) => {
+                    if watch_tx.send(input).is_err() {
                         return;
                     }
                 }
+                Err(e) => {
+                    // A watch that ends (compaction, etcd restart) cannot be
+                    // resumed without risking a missed event: step down and let
+                    // the next term reload everything.
+                    warn!(error = %e, "leader watch ended; stepping down to reload");
+                    watch_demote.cancel();
+                    return;
+                }
             }
         }
-        .instrument(tracing::info_span!("leader_watches")),
-    );
-
-    let janitor = tokio::spawn(
+    });
+    term.spawn(
+        "retention",
         janitor(
             (jobs.clone(), runs.clone()),
             fence.clone(),
             settings.clone(),
             demote.clone(),
-        )
-        .instrument(tracing::info_span!("retention")),
+        ),
     );
-
-    let schedule_task = tokio::spawn(
+    term.spawn(
+        "schedules",
         schedules::run(
             schedule_store,
             jobs.clone(),
             fence.clone(),
             tx.clone(),
             demote.clone(),
-        )
-        .instrument(tracing::info_span!("schedules")),
+        ),
     );
-
-    let trainer = tokio::spawn(
+    term.spawn(
+        "trainer",
         learning::trainer(
             settings.clone(),
             runs,
@@ -231,60 +235,47 @@ pub(crate) async fn run(
             metrics.clone(),
             model_version,
             demote.clone(),
-        )
-        .instrument(tracing::info_span!("trainer")),
+        ),
     );
-    let config_follower = tokio::spawn(
-        learning::follow_config(placement, warm.config_revision, tx.clone(), demote.clone())
-            .instrument(tracing::info_span!("placement_config")),
+    term.spawn(
+        "placement_config",
+        learning::follow_config(placement, warm.config_revision, tx.clone(), demote.clone()),
     );
 
     on_ready(LeaderHandle {
         tx: tx.clone(),
         epoch: fence.epoch(),
     });
-    let brain = brain::Brain::new(
+    let origin = std::time::Instant::now();
+    let now = state::Now {
+        wall_ms: augur_core::now_ms(),
+        mono_ms: 0,
+    };
+    let timing = state::Timing {
+        reconcile_grace_ms: settings.reconcile_grace.as_millis() as i64,
+        ..state::Timing::default()
+    };
+    let state = state::LeaderState::new(timing, fence.epoch(), scheduler, active, workers, now);
+    if state.reconciling() {
+        info!(
+            grace_ms = settings.reconcile_grace.as_millis() as u64,
+            "waiting for workers to report before dispatching"
+        );
+    }
+    observe::initialise(&metrics, state.policy());
+    let shell = shell::Shell {
         settings,
         metrics,
-        fence,
+        core: state,
         writer,
-        tx,
-        jobs.clone(),
-        active,
-        workers,
-        scheduler,
-    );
-    brain.run(rx, demote.clone()).await;
-    demote.cancel();
-    for task in [
-        watches,
-        janitor,
-        writer_task,
-        schedule_task,
-        trainer,
-        config_follower,
-    ] {
-        if let Err(e) = task.await {
-            warn!(error = %e, "leader task ended abnormally");
-        }
-    }
+        store: jobs,
+        self_tx: tx,
+        conns: Default::default(),
+        origin,
+    };
+    shell.run(rx, &mut term).await;
+    term.end(TERM_END_DEADLINE).await;
     Ok(())
-}
-
-/// Reads jobs named by pending-index events and hands them to the brain (which
-/// ignores those it already knows).
-pub(crate) fn spawn_load(jobs: JobStore, ids: Vec<JobId>, tx: mpsc::UnboundedSender<LeaderInput>) {
-    tokio::spawn(async move {
-        let mut loaded = Vec::with_capacity(ids.len());
-        for id in ids {
-            match jobs.get(&id).await {
-                Ok(Some(job)) => loaded.push(job),
-                Ok(None) => {}
-                Err(e) => warn!(job_id = %id, error = %e, "could not read submitted job"),
-            }
-        }
-        let _ = tx.send(LeaderInput::Loaded(loaded));
-    });
 }
 
 /// Revisions of history the leader leaves when it compacts etcd.

@@ -12,10 +12,9 @@ use augur_proto::v1 as pb;
 use std::sync::Arc;
 
 use augur_core::RunRecord;
-use augur_store::{Fence, JobStore, JobWrite, RunHistory, StoreError};
+use augur_store::{Fence, LeaderStore, RecordWrite, StoreError};
 use augur_telemetry::context::PhaseSpan;
 use augur_telemetry::CoordinatorMetrics;
-use etcd_client::TxnOp;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -65,30 +64,36 @@ impl Writer {
     }
 }
 
-/// Starts the writer task. It ends when `demote` fires or, on a failed fence,
-/// fires `demote` itself.
-pub(crate) fn spawn(
-    stores: (JobStore, RunHistory),
-    fence: Fence,
-    demote: CancellationToken,
+/// Starts the writer as a task of the term. It ends with the term or, on a
+/// failed fence, ends the term itself.
+pub(crate) fn spawn<S: LeaderStore>(
+    term: &mut super::term::Term,
+    store: S,
     brain: mpsc::UnboundedSender<LeaderInput>,
     metrics: Arc<CoordinatorMetrics>,
-) -> (Writer, tokio::task::JoinHandle<()>) {
+) -> Writer {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(stores, fence, demote, rx, brain, metrics));
-    (Writer { tx }, handle)
+    let task = run(
+        store,
+        term.fence().clone(),
+        term.cancel_token(),
+        rx,
+        brain,
+        metrics,
+    );
+    term.spawn("writer", task);
+    Writer { tx }
 }
 
-async fn run(
-    (store, runs): (JobStore, RunHistory),
+async fn run<S: LeaderStore>(
+    store: S,
     fence: Fence,
     demote: CancellationToken,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
     brain: mpsc::UnboundedSender<LeaderInput>,
     metrics: Arc<CoordinatorMetrics>,
 ) {
-    let mut records: Vec<JobRecord> = Vec::new();
-    let mut extra: HashMap<JobId, Vec<TxnOp>> = HashMap::new();
+    let mut records: Vec<RecordWrite> = Vec::new();
     let mut index: HashMap<JobId, usize> = HashMap::new();
     let mut actions: Vec<AfterCommit> = Vec::new();
     let mut backoff = Duration::from_millis(50);
@@ -98,21 +103,14 @@ async fn run(
             tokio::select! {
                 _ = demote.cancelled() => return,
                 req = rx.recv() => match req {
-                    Some(req) => add(&mut records, &mut index, &mut actions, &mut extra, &runs, req),
+                    Some(req) => add(&mut records, &mut index, &mut actions, req),
                     None => return,
                 },
             }
         }
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(req) => add(
-                    &mut records,
-                    &mut index,
-                    &mut actions,
-                    &mut extra,
-                    &runs,
-                    req,
-                ),
+                Ok(req) => add(&mut records, &mut index, &mut actions, req),
                 Err(_) => break,
             }
         }
@@ -120,10 +118,9 @@ async fn run(
         // waits on it, and the attempt's result usually arrives soon and
         // replaces it, saving a transaction per short job.
         let lazy = actions.is_empty()
-            && extra.is_empty()
             && records
                 .iter()
-                .all(|r| r.state == augur_core::JobState::Running);
+                .all(|r| r.run.is_none() && r.job.state == augur_core::JobState::Running);
         if lazy {
             let since = lazy_since.get_or_insert_with(tokio::time::Instant::now);
             let deadline = *since + LAZY_WRITE_DELAY;
@@ -132,7 +129,7 @@ async fn run(
                     _ = demote.cancelled() => return,
                     req = rx.recv() => {
                         match req {
-                            Some(req) => add(&mut records, &mut index, &mut actions, &mut extra, &runs, req),
+                            Some(req) => add(&mut records, &mut index, &mut actions, req),
                             None => return,
                         }
                         continue;
@@ -142,17 +139,10 @@ async fn run(
             }
         }
         lazy_since = None;
-        let writes: Vec<JobWrite> = records
-            .iter()
-            .map(|job| JobWrite {
-                job,
-                extra: extra.get(&job.id).cloned().unwrap_or_default(),
-            })
-            .collect();
         let started = std::time::Instant::now();
         let result = tokio::select! {
             _ = demote.cancelled() => return,
-            r = store.commit_writes(&fence, writes) => r,
+            r = store.commit_batch(&fence, &records) => r,
         };
         metrics.etcd("commit", started.elapsed().as_secs_f64());
         match result {
@@ -160,7 +150,6 @@ async fn run(
                 backoff = Duration::from_millis(50);
                 records.clear();
                 index.clear();
-                extra.clear();
                 for action in actions.drain(..) {
                     run_action(action, &brain);
                 }
@@ -187,24 +176,28 @@ async fn run(
 }
 
 fn add(
-    records: &mut Vec<JobRecord>,
+    records: &mut Vec<RecordWrite>,
     index: &mut HashMap<JobId, usize>,
     actions: &mut Vec<AfterCommit>,
-    extra: &mut HashMap<JobId, Vec<TxnOp>>,
-    runs: &RunHistory,
     req: WriteRequest,
 ) {
-    if let Some(run) = &req.run {
-        extra
-            .entry(req.record.id)
-            .or_default()
-            .push(runs.put_op(run));
-    }
-    match index.get(&req.record.id) {
-        Some(&i) => records[i] = req.record,
+    let id = req.record.id;
+    match index.get(&id) {
+        Some(&i) => {
+            // The latest record wins; a run record already queued for the job
+            // stays (it belongs to an attempt that ended in this batch).
+            let entry = &mut records[i];
+            entry.job = req.record;
+            if req.run.is_some() {
+                entry.run = req.run;
+            }
+        }
         None => {
-            index.insert(req.record.id, records.len());
-            records.push(req.record);
+            index.insert(id, records.len());
+            records.push(RecordWrite {
+                job: req.record,
+                run: req.run,
+            });
         }
     }
     if let Some(a) = req.after {

@@ -1,0 +1,208 @@
+//! Placement and dispatch in the core: the scheduler (augur-placement) says
+//! which queued jobs start where; each assignment becomes a write whose
+//! follow-up sends the `Assign`, so nothing is sent before it is durable. Also
+//! why a pending job cannot run anywhere.
+
+use augur_core::run::speed_of;
+use augur_core::{apply, Event, JobRecord, JobState, RunRecord, WorkerInfo};
+use augur_placement::{JobRequest, WorkerSpec};
+
+use super::{AfterCommit, Effect, LeaderState, Now, Observation, ToWorker, TraceHook};
+
+/// What the scheduler needs to know about a job.
+pub(crate) fn job_request(job: &JobRecord) -> JobRequest {
+    JobRequest {
+        features: RunRecord::for_submission(job),
+        slots: job.spec.resources.slots,
+        priority: job.spec.priority,
+        constraints: job.spec.constraints.clone(),
+        actual_work_s: None,
+    }
+}
+
+/// What the scheduler needs to know about a worker (speed from its `speed` label).
+pub(crate) fn worker_spec(info: &WorkerInfo) -> WorkerSpec {
+    WorkerSpec {
+        slots: info.slots,
+        speed: speed_of(&info.labels),
+        labels: info.labels.clone(),
+    }
+}
+
+impl<R> LeaderState<R> {
+    /// Places what the scheduler says fits now, in its order; jobs that fit
+    /// nowhere stay queued.
+    pub(super) fn dispatch(&mut self, now: Now) {
+        let decisions = self.scheduler.next_assignments(now.wall_ms);
+        for decision in decisions {
+            let id = decision.job;
+            let worker = decision.worker.clone();
+            let Some(job) = self.jobs.get(&id) else {
+                self.scheduler.job_removed(&id);
+                continue;
+            };
+            let conn = self
+                .workers
+                .get(&worker)
+                .filter(|e| e.placeable())
+                .and_then(|e| e.conn);
+            let Some(conn) = conn else {
+                // The scheduler's view of availability lagged: queue it again.
+                let request = job_request(job);
+                self.scheduler
+                    .job_arrived(id, request, job.submitted_at_ms.min(now.wall_ms));
+                self.sync_availability(&worker);
+                continue;
+            };
+            let event = Event::Assign {
+                worker: worker.clone(),
+                epoch: self.epoch,
+                now_ms: now.wall_ms,
+            };
+            let Ok(next) = apply(job, &event) else {
+                self.scheduler.job_removed(&id);
+                continue;
+            };
+            if let Some(entry) = self.workers.get_mut(&worker) {
+                entry.attempts.insert(id, now.mono_ms);
+            }
+            self.unschedulable.remove(&id);
+            let then = AfterCommit::Send {
+                worker,
+                conn,
+                msg: ToWorker::Assign {
+                    record: Box::new(next.clone()),
+                },
+                trace: Some(TraceHook::Dispatch(Box::new(decision))),
+            };
+            self.update(next, None, Some(then), now.wall_ms, now);
+        }
+    }
+
+    /// Re-examines, at the next tick, which pending jobs no worker could run.
+    pub(super) fn unschedulable_may_change(&mut self) {
+        self.recheck_unschedulable = true;
+    }
+
+    /// Flags one newly queued job if no registered worker could run it.
+    pub(super) fn check_unschedulable_job(&mut self, job: &JobRecord) {
+        let workers: Vec<&WorkerInfo> = self
+            .workers
+            .values()
+            .filter_map(|e| e.info.as_ref())
+            .collect();
+        if let Some(reason) = unschedulable_reason(job, &workers) {
+            if self.unschedulable.get(&job.id) != Some(&reason) {
+                self.unschedulable.insert(job.id, reason.clone());
+                self.observe(Observation::Unschedulable {
+                    job: job.id,
+                    reason: Some(reason.clone()),
+                });
+                let mut flagged = job.clone();
+                flagged.message = format!("unschedulable: {reason}");
+                self.effects.push(Effect::Write {
+                    record: Box::new(flagged.clone()),
+                    run: None,
+                    then: None,
+                });
+                self.jobs.insert(flagged.id, flagged);
+            }
+        }
+    }
+
+    /// Flags pending jobs that no registered worker could ever run (too many
+    /// slots, or constraints no worker matches), and clears the flag of those
+    /// that now could. A flagged job stays queued: workers may join.
+    pub(super) fn check_unschedulable(&mut self) {
+        self.recheck_unschedulable = false;
+        let workers: Vec<&WorkerInfo> = self
+            .workers
+            .values()
+            .filter_map(|e| e.info.as_ref())
+            .collect();
+        let mut changes = Vec::new();
+        for job in self.jobs.values() {
+            if job.state != JobState::Pending {
+                continue;
+            }
+            let reason = unschedulable_reason(job, &workers);
+            if self.unschedulable.get(&job.id) != reason.as_ref() {
+                changes.push((job.id, reason));
+            }
+        }
+        for (id, reason) in changes {
+            match &reason {
+                Some(r) => self.unschedulable.insert(id, r.clone()),
+                None => self.unschedulable.remove(&id),
+            };
+            // The reason is part of the record, so `augur get` and `list`
+            // show it from any coordinator (one write when it changes).
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.message = match &reason {
+                    Some(r) => format!("unschedulable: {r}"),
+                    None => "queued: a worker that can run it is registered".into(),
+                };
+                let record = Box::new(job.clone());
+                self.effects.push(Effect::Write {
+                    record,
+                    run: None,
+                    then: None,
+                });
+            }
+            self.observe(Observation::Unschedulable { job: id, reason });
+        }
+    }
+
+    /// Why a queued job is waiting, in words, for `augur get`.
+    pub fn pending_reason(&self, id: &augur_core::JobId, now: Now) -> Option<String> {
+        let job = self.jobs.get(id)?;
+        if job.state != JobState::Pending {
+            return None;
+        }
+        if let Some(reason) = self.unschedulable.get(&job.id) {
+            return Some(format!("unschedulable: {reason}"));
+        }
+        if job.not_before_ms > now.wall_ms {
+            return Some(format!(
+                "waiting for its retry backoff ({} ms left)",
+                job.not_before_ms - now.wall_ms
+            ));
+        }
+        if self.reconcile_until.is_some() {
+            return Some("waiting: a new leader is waiting for workers to report".into());
+        }
+        let ahead = self.scheduler.queue_position(&job.id)?;
+        Some(format!(
+            "queued: {ahead} jobs ahead, waiting for a free slot"
+        ))
+    }
+}
+
+/// Why no registered worker could ever run `job`, if none could.
+pub(crate) fn unschedulable_reason(job: &JobRecord, workers: &[&WorkerInfo]) -> Option<String> {
+    let slots = job.spec.resources.slots;
+    let constraints = &job.spec.constraints;
+    if workers.is_empty() {
+        return Some("no worker is registered".into());
+    }
+    let matching: Vec<&&WorkerInfo> = workers.iter().filter(|w| w.matches(constraints)).collect();
+    if matching.is_empty() {
+        let wanted: Vec<String> = constraints
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return Some(format!("no worker matches constraint {}", wanted.join(",")));
+    }
+    let largest = matching.iter().map(|w| w.slots).max().unwrap_or(0);
+    if largest < slots {
+        return Some(format!(
+            "no worker has {slots} slots (largest {largest}{})",
+            if constraints.is_empty() {
+                ""
+            } else {
+                " among those matching its constraints"
+            }
+        ));
+    }
+    None
+}

@@ -1,0 +1,310 @@
+//! Worker liveness as the core sees it: registrations coming and going,
+//! streams attaching (one live stream per worker id, bound to its
+//! registration), leases expiring (with a grace period while the stream is
+//! up), assignments a worker never confirmed, and takeover reconciliation.
+
+use std::collections::{HashMap, HashSet};
+
+use augur_core::{JobId, WorkerId, WorkerInfo};
+
+use super::dispatch::worker_spec;
+use super::{AttemptKey, ConnId, Effect, LeaderState, Now, Observation, ToWorker};
+
+#[derive(Default, Debug)]
+pub(crate) struct WorkerEntry {
+    pub info: Option<WorkerInfo>,
+    pub conn: Option<ConnId>,
+    /// Jobs with an attempt out on this worker, and when (monotonic ms) it was
+    /// sent or last confirmed by a heartbeat.
+    pub attempts: HashMap<JobId, i64>,
+    /// Set (monotonic ms) when its lease expired while its stream was still up
+    /// (etcd trouble rather than a dead worker): it gets a grace period to
+    /// re-register.
+    pub lease_lost_at: Option<i64>,
+}
+
+/// How a worker looks from outside.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WorkerView {
+    pub info: WorkerInfo,
+    pub running: u32,
+    pub state: WorkerState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkerState {
+    Ready,
+    Disconnected,
+    Draining,
+}
+
+impl WorkerEntry {
+    pub(super) fn placeable(&self) -> bool {
+        self.conn.is_some() && self.info.as_ref().is_some_and(|i| !i.draining)
+    }
+
+    pub(super) fn view(&self) -> Option<WorkerView> {
+        let info = self.info.as_ref()?;
+        let state = if info.draining {
+            WorkerState::Draining
+        } else if self.conn.is_some() {
+            WorkerState::Ready
+        } else {
+            WorkerState::Disconnected
+        };
+        Some(WorkerView {
+            info: info.clone(),
+            running: self.attempts.len() as u32,
+            state,
+        })
+    }
+}
+
+impl<R> LeaderState<R> {
+    /// A registration known when the term starts: not placeable until it
+    /// attaches.
+    pub(super) fn register(&mut self, info: WorkerInfo) {
+        let id = info.id.clone();
+        self.scheduler.worker_up(id.clone(), worker_spec(&info));
+        self.scheduler.set_worker_available(&id, false);
+        self.workers.entry(id).or_default().info = Some(info);
+    }
+
+    pub(super) fn registered(&mut self, info: WorkerInfo, _now: Now) {
+        let id = info.id.clone();
+        let entry = self.workers.entry(id.clone()).or_default();
+        let newly_draining = info.draining && !entry.info.as_ref().is_some_and(|old| old.draining);
+        let running = entry.attempts.len();
+        entry.lease_lost_at = None;
+        self.scheduler.worker_up(id.clone(), worker_spec(&info));
+        entry.info = Some(info);
+        if newly_draining {
+            self.send(&id, ToWorker::Drain);
+            self.observe(Observation::WorkerDraining {
+                worker: id.clone(),
+                running,
+            });
+        }
+        self.sync_availability(&id);
+        self.unschedulable_may_change();
+    }
+
+    pub(super) fn deregistered(&mut self, id: &WorkerId, now: Now) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        entry.info = None;
+        if entry.conn.is_some() && !entry.attempts.is_empty() {
+            // Its stream is alive: etcd lost the lease (an outage, a pause),
+            // not the worker. Wait for it to re-register.
+            entry.lease_lost_at = Some(now.mono_ms);
+            self.scheduler.set_worker_available(id, false);
+        } else {
+            self.worker_gone(id, "worker lease expired", now);
+        }
+        self.unschedulable_may_change();
+    }
+
+    /// A stream opened. One live stream per worker id: a second one is refused
+    /// unless it names the registration the worker holds now (then it is the
+    /// same worker reconnecting before its old stream was noticed closed, and
+    /// replaces it). A stream naming another registration than the current
+    /// one is refused too: two processes share the id.
+    pub(super) fn attached(
+        &mut self,
+        worker: WorkerId,
+        conn: ConnId,
+        running: Vec<AttemptKey>,
+        lease_id: i64,
+        now: Now,
+    ) {
+        let entry = self.workers.entry(worker.clone()).or_default();
+        let registered_lease = entry.info.as_ref().map(|i| i.lease_id);
+        let proves_registration = lease_id != 0 && registered_lease == Some(lease_id);
+        let refusal = match (entry.conn, registered_lease) {
+            (_, Some(registered)) if lease_id != 0 && lease_id != registered => Some(format!(
+                "worker id {worker} is registered under lease {registered:x} but this stream \
+                 names lease {lease_id:x}: is a second worker running with --node-id {worker}?"
+            )),
+            (Some(_), _) if !proves_registration => Some(format!(
+                "worker id {worker} is already attached on another stream: is a second worker \
+                 running with --node-id {worker}?"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            self.effects.push(Effect::Refuse {
+                conn,
+                reason: reason.clone(),
+            });
+            self.observe(Observation::AttachRefused { worker, reason });
+            return;
+        }
+        if let Some(old) = entry.conn.replace(conn) {
+            self.effects.push(Effect::Refuse {
+                conn: old,
+                reason: "replaced by a newer stream of the same worker".into(),
+            });
+        }
+        self.effects.push(Effect::Send {
+            conn,
+            msg: ToWorker::Welcome,
+        });
+        self.sync_availability(&worker);
+        let reported: HashSet<AttemptKey> = running.into_iter().collect();
+        let unknown: Vec<AttemptKey> = self
+            .workers
+            .get(&worker)
+            .map(|e| {
+                e.attempts
+                    .keys()
+                    .filter_map(|id| {
+                        let attempt = self.jobs.get(id)?.attempt;
+                        let key = AttemptKey { job: *id, attempt };
+                        (!reported.contains(&key)).then_some(key)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in unknown {
+            self.lose(
+                key,
+                &worker,
+                "worker does not know the attempt after reconnecting",
+                now,
+            );
+        }
+    }
+
+    pub(super) fn detached(&mut self, worker: &WorkerId, conn: ConnId, now: Now) {
+        let Some(entry) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if entry.conn != Some(conn) {
+            return;
+        }
+        entry.conn = None;
+        let registered = entry.info.is_some();
+        self.scheduler.set_worker_available(worker, false);
+        if !registered {
+            self.worker_gone(worker, "worker lease expired and its stream closed", now);
+        }
+    }
+
+    pub(super) fn sync_availability(&mut self, id: &WorkerId) {
+        let placeable = self.workers.get(id).is_some_and(|e| e.placeable());
+        self.scheduler.set_worker_available(id, placeable);
+    }
+
+    /// The worker is gone: its attempts are lost and requeued.
+    pub(super) fn worker_gone(&mut self, id: &WorkerId, reason: &str, now: Now) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        entry.lease_lost_at = None;
+        let lost: Vec<JobId> = entry.attempts.keys().copied().collect();
+        if entry.conn.is_none() && entry.info.is_none() {
+            self.workers.remove(id);
+        }
+        self.observe(Observation::WorkerGone {
+            worker: id.clone(),
+            jobs: lost.len(),
+            reason: reason.to_string(),
+        });
+        for job in lost {
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                self.lose(AttemptKey { job, attempt }, id, reason, now);
+            }
+        }
+        self.scheduler.worker_removed(id);
+    }
+
+    /// Workers whose lease expired with their stream up and that did not
+    /// re-register within the grace period are treated as gone.
+    pub(super) fn expire_lease_grace(&mut self, now: Now) {
+        let grace = self.timing.reconcile_grace_ms;
+        let expired: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| {
+                e.info.is_none() && e.lease_lost_at.is_some_and(|t| now.mono_ms - t >= grace)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.worker_gone(
+                &id,
+                "worker did not re-register after its lease expired",
+                now,
+            );
+        }
+    }
+
+    /// Assignments that the worker's heartbeats never confirmed are presumed
+    /// lost.
+    pub(super) fn check_unreported(&mut self, now: Now) {
+        let grace = self.timing.assign_report_grace_ms;
+        let mut stale = Vec::new();
+        for (worker, entry) in &self.workers {
+            if entry.conn.is_none() {
+                continue;
+            }
+            for (job, sent) in &entry.attempts {
+                if now.mono_ms - sent > grace {
+                    if let Some(j) = self.jobs.get(job) {
+                        let key = AttemptKey {
+                            job: *job,
+                            attempt: j.attempt,
+                        };
+                        stale.push((worker.clone(), key));
+                    }
+                }
+            }
+        }
+        for (worker, key) in stale {
+            self.lose(key, &worker, "worker has not reported the attempt", now);
+        }
+    }
+
+    /// A new leader dispatches once every worker holding work reconnected, or
+    /// the grace ran out; attempts of workers that did not are requeued.
+    pub(super) fn finish_reconcile_if_done(&mut self, now: Now) {
+        let Some(until) = self.reconcile_until else {
+            return;
+        };
+        let waiting = self
+            .workers
+            .values()
+            .any(|e| !e.attempts.is_empty() && e.conn.is_none());
+        if waiting && now.mono_ms < until {
+            return;
+        }
+        self.reconcile_until = None;
+        // Attached but not registered (its lease lapsed in an etcd outage):
+        // alive, so it gets the same grace to re-register as during a term.
+        for entry in self.workers.values_mut() {
+            if entry.conn.is_some() && entry.info.is_none() && !entry.attempts.is_empty() {
+                entry.lease_lost_at.get_or_insert(now.mono_ms);
+            }
+        }
+        let orphans: Vec<(WorkerId, JobId)> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.conn.is_none())
+            .flat_map(|(w, e)| e.attempts.keys().map(move |j| (w.clone(), *j)))
+            .collect();
+        self.observe(Observation::Reconciled {
+            orphans: orphans.len(),
+        });
+        for (worker, job) in orphans {
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempt) {
+                self.lose(
+                    AttemptKey { job, attempt },
+                    &worker,
+                    "worker did not reconnect after leader change",
+                    now,
+                );
+            }
+        }
+    }
+}
