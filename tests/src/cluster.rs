@@ -294,7 +294,14 @@ impl Cluster {
         if let Some(executor) = self.config.executor {
             command.args(["--executor", executor]);
         }
-        command.args(&self.config.extra_worker_args);
+        // `{node}` in an extra argument is this worker's name (per-worker
+        // certificates, for instance).
+        command.args(
+            self.config
+                .extra_worker_args
+                .iter()
+                .map(|a| a.replace("{node}", name)),
+        );
         command.envs(self.config.extra_worker_env.iter().map(|(k, v)| (k, v)));
         self.nodes.retain(|n| n.name != name);
         self.spawn_node(name, command);

@@ -37,6 +37,9 @@ pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// The caller name used when the API runs without authentication.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// How a worker authenticated when its client certificate was the proof.
+pub(crate) const BY_CERTIFICATE: &str = "client-certificate";
+
 /// How callers and workers are checked. Its `Debug` never shows a secret.
 #[derive(Clone, Default)]
 pub struct AuthConfig {
@@ -195,7 +198,7 @@ fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
     }
 }
 
-fn peer<T>(request: &Request<T>) -> String {
+pub(crate) fn peer<T>(request: &Request<T>) -> String {
     request
         .remote_addr()
         .map(|a| a.to_string())
@@ -423,6 +426,14 @@ impl Auth {
         result
     }
 
+    /// Refuses a worker that authenticated but claims an identity its
+    /// credential does not give it: audited and counted like any refusal.
+    pub fn refuse_worker(&self, peer: &str, worker: &str, status: &Status) {
+        warn!(audit = true, worker_id = %worker, peer = %peer, action = "worker_attach",
+              result = ?status.code(), reason = status.message(), "worker refused");
+        self.count_refusal("worker_attach", status.code());
+    }
+
     fn check_worker<T>(&self, request: &Request<T>) -> Result<&'static str, Status> {
         if let Some(expected) = &self.join_hash {
             let given = request
@@ -446,7 +457,7 @@ impl Auth {
             // request got here; a request without certificates did not use mTLS.
             let has_cert = request.peer_certs().is_some_and(|certs| !certs.is_empty());
             return if has_cert {
-                Ok("client-certificate")
+                Ok(BY_CERTIFICATE)
             } else {
                 Err(Status::unauthenticated(
                     "no client certificate: workers must connect over mTLS with a certificate of the cluster CA",

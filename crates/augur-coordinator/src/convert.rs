@@ -156,6 +156,37 @@ pub fn store_status(err: StoreError) -> Status {
     }
 }
 
+/// Statuses of the leader's answers (its core decides in domain terms; these
+/// are how the shell says it on the wire).
+pub mod leader_status {
+    use tonic::Status;
+
+    /// A worker stream the core refused (a second stream for an attached id,
+    /// or one naming another registration).
+    pub fn stream_refused(reason: String) -> Status {
+        Status::already_exists(reason)
+    }
+
+    /// Sent on every worker stream when leadership ends.
+    pub fn stepped_down() -> Status {
+        Status::unavailable("leader stepped down")
+    }
+
+    /// A cancel the job's state machine does not accept now.
+    pub fn cancel_not_applicable(why: String) -> Status {
+        Status::failed_precondition(why)
+    }
+
+    /// Cancelling a job that already ended otherwise.
+    pub fn already_ended(id: &augur_core::JobId, state: augur_core::JobState) -> Status {
+        Status::failed_precondition(format!("job {id} already ended as {state}"))
+    }
+
+    pub fn no_job(id: &augur_core::JobId) -> Status {
+        Status::not_found(format!("no job {id}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

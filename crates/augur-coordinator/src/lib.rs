@@ -280,12 +280,58 @@ pub async fn run_on(
         min_training_runs: config.min_training_runs,
     });
 
+    // Between terms: a lease still alive to campaign with again (a term that
+    // ended on a watch or write failure, e.g. an etcd restart), or the id of a
+    // lease presumed lost whose election key must go before anyone, this node
+    // included, can lead again.
+    let mut keep: Option<LeaseHandle> = None;
+    let mut stale: Option<i64> = None;
+    let mut resigning: Option<(LeaseHandle, augur_store::Fence)> = None;
     while !shutdown.is_cancelled() {
-        if let Err(e) = term(&config, &shared, &settings, &client, &shutdown).await {
-            warn!(error = %e, "leadership term ended with an error; campaigning again");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        if let Some((lease, fence)) = resigning.take() {
+            // Give up the old epoch (a write of the ended term still in
+            // flight then fails its guard) but keep the lease: the campaign
+            // that follows wins at once unless another node is waiting.
+            match shared.leadership.resign(&fence).await {
+                Ok(()) => keep = Some(lease),
+                Err(_) if lease.lost().is_cancelled() => stale = Some(lease.id()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot resign the ended term yet");
+                    resigning = Some((lease, fence));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Some(id) = stale {
+            if let Err(e) = augur_store::lease::revoke_id(&client, id).await {
+                // etcd is not back yet: try again shortly.
+                tracing::debug!(lease_id = id, error = %e, "cannot revoke the lost lease yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            info!(
+                lease_id = id,
+                "lost leadership lease revoked; campaigning at once"
+            );
+            stale = None;
+        }
+        match term(&config, &shared, &settings, &client, &shutdown, keep.take()).await {
+            Ok(TermEnd::Done) => {}
+            Ok(TermEnd::Again(again)) => resigning = Some(*again),
+            Ok(TermEnd::LeaseLost(id)) => stale = Some(id),
+            Err(e) => {
+                warn!(error = %e, "leadership term ended with an error; campaigning again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
     }
@@ -325,6 +371,21 @@ fn spawn_insecure_warnings(auth: &AuthConfig, shutdown: CancellationToken) {
     });
 }
 
+/// How a term ended, and so how the next campaign starts.
+enum TermEnd {
+    /// Shut down (leadership resigned and the lease revoked), or never led.
+    Done,
+    /// Leadership ended while the lease lives (a watch or a write failed, e.g.
+    /// etcd restarted): resign the term's epoch as soon as etcd answers and
+    /// campaign again with the same lease, which wins at once when no other
+    /// node waits, so dispatching resumes as soon as etcd is back.
+    Again(Box<(LeaseHandle, augur_store::Fence)>),
+    /// The lease was presumed lost (not refreshed for a whole TTL: etcd away).
+    /// etcd may restore it when it returns, keeping the old election key for
+    /// another TTL; revoke it first so a campaign succeeds at once.
+    LeaseLost(i64),
+}
+
 /// One campaign and, if won, one term of leadership.
 async fn term(
     config: &CoordinatorConfig,
@@ -332,12 +393,16 @@ async fn term(
     settings: &Arc<LeaderSettings>,
     client: &augur_store::EtcdClient,
     shutdown: &CancellationToken,
-) -> Result<(), StoreError> {
-    let lease = LeaseHandle::grant(client, config.lease_ttl).await?;
+    lease: Option<LeaseHandle>,
+) -> Result<TermEnd, StoreError> {
+    let lease = match lease {
+        Some(lease) => lease,
+        None => LeaseHandle::grant(client, config.lease_ttl).await?,
+    };
     let lost = lease.lost();
     let fence = tokio::select! {
-        _ = shutdown.cancelled() => { let _ = lease.revoke().await; return Ok(()) }
-        _ = lost.cancelled() => return Err(StoreError::LeaseExpired(lease.id())),
+        _ = shutdown.cancelled() => { let _ = lease.revoke().await; return Ok(TermEnd::Done) }
+        _ = lost.cancelled() => return Ok(TermEnd::LeaseLost(lease.id())),
         fence = shared.leadership.campaign(&lease, &config.node_id, &config.advertise) => fence?,
     };
     info!(epoch = fence.epoch(), "elected leader");
@@ -348,6 +413,7 @@ async fn term(
     let watchdog = {
         let demote = demote.clone();
         let shutdown = shutdown.clone();
+        let lost = lost.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = lost.cancelled() => warn!("leadership lease lost; stepping down"),
@@ -374,11 +440,20 @@ async fn term(
     shared.metrics.leader_transitions.inc();
     demote.cancel();
     let _ = watchdog.await;
+    info!(epoch = fence.epoch(), "leadership ended");
+    if let Err(e) = result {
+        warn!(error = %e, "leadership term failed");
+    }
+    if lost.is_cancelled() {
+        return Ok(TermEnd::LeaseLost(lease.id()));
+    }
+    if !shutdown.is_cancelled() {
+        return Ok(TermEnd::Again(Box::new((lease, fence))));
+    }
     // Hand leadership over at once rather than after the lease TTL.
     if let Err(e) = shared.leadership.resign(&fence).await {
         warn!(error = %e, "resign failed; leadership passes when the lease expires");
     }
     let _ = lease.revoke().await;
-    info!(epoch = fence.epoch(), "leadership ended");
-    result
+    Ok(TermEnd::Done)
 }

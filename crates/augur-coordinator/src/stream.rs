@@ -37,7 +37,9 @@ impl WorkerService for Streams {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
             .to_string();
-        self.shared.auth.admit_worker(&request, &claimed)?;
+        let how = self.shared.auth.admit_worker(&request, &claimed)?;
+        let certificate = augur_tls::peer_name(&request);
+        let peer = crate::auth::peer(&request);
         let Some(leader) = self.shared.leader() else {
             return Err(Status::failed_precondition(format!(
                 "{} is not the leader; attach to the leader named in the election",
@@ -54,6 +56,22 @@ impl WorkerService for Streams {
         };
         let worker = WorkerId::new(hello.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("hello.worker_id: {e}")))?;
+        if how == crate::auth::BY_CERTIFICATE {
+            // The certificate proves one identity: the worker may only be the
+            // worker its certificate names.
+            let named = certificate.as_deref().unwrap_or("");
+            if named != worker.as_str() {
+                let status = Status::permission_denied(format!(
+                    "worker certificate is for {named:?} but the worker says it is {:?}: \
+                     issue each worker a certificate named after its --node-id",
+                    worker.as_str()
+                ));
+                self.shared
+                    .auth
+                    .refuse_worker(&peer, worker.as_str(), &status);
+                return Err(status);
+            }
+        }
         let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.worker_attaches.inc();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

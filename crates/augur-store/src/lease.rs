@@ -70,6 +70,19 @@ impl LeaseHandle {
     }
 }
 
+/// Revokes the lease `id` (its keys go with it). A lease etcd does not know
+/// (expired, or revoked already) counts as revoked.
+pub async fn revoke_id(client: &Client, id: i64) -> Result<()> {
+    let mut c = client.clone();
+    match c.lease_revoke(id).await {
+        Ok(_) => Ok(()),
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("not found") => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
         self.stop.cancel();

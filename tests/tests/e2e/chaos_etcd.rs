@@ -92,6 +92,9 @@ fn etcd_outage(outage: Outage) {
         Outage::Frozen => cluster.cont_node("etcd"),
     }
     let back_at = Instant::now();
+    let back_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
 
     let mut refusals = Figure::new(&format!("{outage:?} etcd: time to refuse a submission"));
     let mut refused = Vec::new();
@@ -151,6 +154,15 @@ fn etcd_outage(outage: Outage) {
     let ids: BTreeSet<String> = accepted.iter().cloned().collect();
     let audit = Audit::collect(&cluster, &ids, &ledger, DEADLINE);
     eprintln!("audit: {}", audit.summary());
+    // How soon dispatching resumed: the first attempt that started after
+    // etcd came back (the leader keeps or regains leadership at once).
+    let resumed = ledger
+        .entries()
+        .iter()
+        .map(|e| e.at - back_unix)
+        .filter(|d| *d >= 0.0)
+        .fold(f64::INFINITY, f64::min);
+    eprintln!("figure: {outage:?} etcd back: first attempt started after {resumed:.2}s");
     audit.assert_all_succeeded();
     audit.assert_no_attempt_twice();
     audit.assert_ran_once_unless(|_| false);

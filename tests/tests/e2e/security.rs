@@ -436,8 +436,15 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
         "operator",
     )
     .expect("dev pki");
-    let worker_cert =
-        augur_tls::generate_client_cert(&secrets.root.join("pki"), "worker").expect("worker cert");
+    // Each worker's certificate names it: a worker may only attach as the
+    // worker its certificate names.
+    for name in ["w0", "w1", "impostor"] {
+        augur_tls::generate_client_cert(&secrets.root.join("pki"), name).expect("worker cert");
+    }
+    let worker_cert = augur_tls::CertKeyFiles {
+        cert: secrets.root.join("pki").join("client-{node}.pem"),
+        key: secrets.root.join("pki").join("client-{node}-key.pem"),
+    };
     let rogue = augur_tls::generate_dev_pki(
         &secrets.root.join("rogue"),
         &["localhost".into(), "127.0.0.1".into()],
@@ -540,6 +547,34 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
             None => Err(log.lines().last().unwrap_or_default().to_string()),
         }
     });
+    // A worker whose certificate (of the cluster CA) names another worker
+    // cannot attach under its own id: the certificate is the identity.
+    let pki_dir = secrets.root.join("pki");
+    cluster.config_mut().extra_worker_args = s(&[
+        "--tls-ca",
+        &p(&pki.ca_cert),
+        "--tls-cert",
+        &p(&pki_dir.join("client-impostor.pem")),
+        "--tls-key",
+        &p(&pki_dir.join("client-impostor-key.pem")),
+    ]);
+    cluster.start_worker("w4");
+    jobs_avoid_refused_worker(&cluster, ADMIN, "w4");
+    poll_until(
+        DEADLINE,
+        "the leader to audit the mismatched certificate",
+        || {
+            let logs = all_logs(cluster.dir());
+            if logs
+                .lines()
+                .any(|l| l.contains("worker certificate is for") && l.contains("impostor"))
+            {
+                Ok(())
+            } else {
+                Err("no refusal naming the certificate".into())
+            }
+        },
+    );
     let logs = all_logs(cluster.dir());
     assert!(!logs.contains(ADMIN), "the admin token is in the logs");
 }

@@ -25,7 +25,7 @@ use super::state::{
 use super::term::Term;
 use super::writer::{AfterCommit, Writer};
 use super::{CancelReply, LeaderInput, LeaderSettings, StatusSnapshot, WorkerTx};
-use crate::convert::{job_to_pb, store_status, worker_to_pb};
+use crate::convert::{job_to_pb, leader_status, store_status, worker_to_pb};
 
 /// Inputs handled before placing again, so a burst is placed in one pass.
 const MAX_INPUTS_PER_PASS: usize = 4096;
@@ -81,7 +81,7 @@ impl<S: LeaderStore> Shell<S> {
         }
         // Tell every connected worker to find the next leader.
         for tx in self.conns.values() {
-            let _ = tx.send(Err(Status::unavailable("leader stepped down")));
+            let _ = tx.send(Err(leader_status::stepped_down()));
         }
         self.metrics.jobs_unschedulable.set(0);
     }
@@ -190,7 +190,7 @@ impl<S: LeaderStore> Shell<S> {
             }
             Effect::Refuse { conn, reason } => {
                 if let Some(tx) = self.conns.remove(&conn) {
-                    let _ = tx.send(Err(Status::already_exists(reason)));
+                    let _ = tx.send(Err(leader_status::stream_refused(reason)));
                 }
             }
             Effect::Load(ids) => {
@@ -218,7 +218,7 @@ impl<S: LeaderStore> Shell<S> {
             }
             Effect::CancelRefused { reply, refusal } => {
                 let CancelRefusal::NotApplicable(why) = refusal;
-                let _ = reply.send(Err(Status::failed_precondition(why)));
+                let _ = reply.send(Err(leader_status::cancel_not_applicable(why)));
             }
             Effect::Observe(observation) => self.observe(observation),
         }
@@ -386,12 +386,11 @@ async fn cancel_from_store<S: LeaderStore>(store: &S, id: JobId) -> Result<pb::J
         // Cancelling twice is not an error; cancelling a job that ended
         // otherwise is.
         Ok(Some(job)) if job.state == JobState::Cancelled => Ok(job_to_pb(&job)),
-        Ok(Some(job)) if job.state.is_terminal() => Err(Status::failed_precondition(format!(
-            "job {id} already ended as {}",
-            job.state
-        ))),
+        Ok(Some(job)) if job.state.is_terminal() => {
+            Err(leader_status::already_ended(&id, job.state))
+        }
         Ok(Some(job)) => Ok(job_to_pb(&job)),
-        Ok(None) => Err(Status::not_found(format!("no job {id}"))),
+        Ok(None) => Err(leader_status::no_job(&id)),
         Err(e) => Err(store_status(e)),
     }
 }

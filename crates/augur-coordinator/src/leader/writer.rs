@@ -236,3 +236,6 @@ fn run_action(action: AfterCommit, brain: &mpsc::UnboundedSender<LeaderInput>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
