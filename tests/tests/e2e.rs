@@ -26,6 +26,8 @@ mod drain;
 mod etcd_tls;
 #[path = "e2e/hardening.rs"]
 mod hardening;
+#[path = "e2e/leader_defects.rs"]
+mod leader_defects;
 #[path = "e2e/learning.rs"]
 mod learning;
 #[path = "e2e/lifecycle.rs"]

@@ -106,6 +106,10 @@ pub(crate) struct Agent {
     /// The current stream's sender, if connected.
     outbound: Mutex<Option<Outbound>>,
     highest_epoch: Mutex<i64>,
+    /// The lease the current registration is under (0 until registered): the
+    /// hello names it, so the leader knows this stream is the registered
+    /// worker and not a second process started with the same id.
+    lease_id: std::sync::atomic::AtomicI64,
     metrics: Arc<WorkerMetrics>,
     /// Set on SIGTERM: take no new work.
     pub(crate) draining: AtomicBool,
@@ -190,6 +194,7 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         outbound: Mutex::new(None),
         highest_epoch: Mutex::new(0),
+        lease_id: std::sync::atomic::AtomicI64::new(0),
         metrics,
         draining: AtomicBool::new(false),
         handing_back: AtomicBool::new(false),
@@ -242,6 +247,15 @@ pub async fn run(
         }
         match result {
             Ok(()) => backoff = Duration::from_millis(100),
+            Err(WorkerError::Stream(status)) if status.code() == tonic::Code::AlreadyExists => {
+                // Another process holds this worker id (or its registration):
+                // the leader gives this one no work until that changes.
+                if refusal_warnings.allow() {
+                    warn!(code = ?status.code(), reason = status.message(),
+                          "the leader refused this worker's stream: the worker id is taken");
+                }
+                backoff = Duration::from_secs(2);
+            }
             Err(WorkerError::Stream(status))
                 if matches!(
                     status.code(),
@@ -326,6 +340,7 @@ async fn keep_registered(
         match attempt.await {
             Ok(lease) => {
                 info!(lease_id = lease.id(), "registered");
+                agent.lease_id.store(lease.id(), Ordering::Release);
                 agent.metrics.registrations.inc();
                 let lost = lease.lost();
                 tokio::select! {
@@ -437,6 +452,7 @@ async fn session(
             .highest_epoch
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
+        lease_id: agent.lease_id.load(Ordering::Acquire),
     };
     let _ = tx.send(pb::WorkerMessage {
         kind: Some(Out::Hello(hello)),

@@ -438,7 +438,7 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
     .expect("dev pki");
     // Each worker's certificate names it: a worker may only attach as the
     // worker its certificate names.
-    for name in ["w0", "w1", "impostor"] {
+    for name in ["w0", "w1", "w2", "impostor"] {
         augur_tls::generate_client_cert(&secrets.root.join("pki"), name).expect("worker cert");
     }
     let worker_cert = augur_tls::CertKeyFiles {

@@ -281,23 +281,45 @@ fn a_second_process_with_the_same_worker_id_is_refused_and_jobs_still_succeed() 
     }
 }
 
-/// The same worker reconnecting before its old stream was seen closed names
-/// its registration and replaces the old stream.
+/// The same worker reconnecting before its old stream was seen closed is
+/// refused until the old stream closes, then accepted; a stream naming no or
+/// another registration never is.
 #[test]
-fn a_reconnect_naming_the_registration_replaces_the_old_stream() {
+fn a_second_stream_waits_for_the_first_to_close_and_must_name_the_registration() {
     let mut world = world();
     let w = worker_id(0);
     let old = world.conn_of[&w];
-    let conn = world.next_conn;
-    world.next_conn += 1;
-    world.conn_of.insert(w.clone(), conn);
-    world.input(Input::Attached {
+    let attach = |world: &mut World, lease_id: i64| {
+        let conn = world.next_conn;
+        world.next_conn += 1;
+        world.input(Input::Attached {
+            worker: w.clone(),
+            conn,
+            running: Vec::new(),
+            lease_id,
+        });
+        conn
+    };
+    let lease = world.leases[&w];
+    let early = attach(&mut world, lease);
+    assert!(
+        world.refused.contains(&early),
+        "second live stream accepted"
+    );
+    assert!(!world.refused.contains(&old), "the open stream was dropped");
+    world.conn_of.remove(&w);
+    world.input(Input::Detached {
         worker: w.clone(),
-        conn,
-        running: Vec::new(),
-        lease_id: world.leases[&w],
+        conn: old,
     });
-    assert!(world.refused.contains(&old));
+    for wrong in [0, lease + 1] {
+        let conn = attach(&mut world, wrong);
+        assert!(
+            world.refused.contains(&conn),
+            "stream naming lease {wrong} accepted"
+        );
+    }
+    let conn = attach(&mut world, lease);
     assert!(!world.refused.contains(&conn));
     assert!(world.inbox[&conn].contains(&ToWorker::Welcome));
 }

@@ -105,11 +105,12 @@ impl<R> LeaderState<R> {
         self.unschedulable_may_change();
     }
 
-    /// A stream opened. One live stream per worker id: a second one is refused
-    /// unless it names the registration the worker holds now (then it is the
-    /// same worker reconnecting before its old stream was noticed closed, and
-    /// replaces it). A stream naming another registration than the current
-    /// one is refused too: two processes share the id.
+    /// A stream opened. One live stream per worker id: a second one is
+    /// refused while the first is open (the same worker reconnecting before
+    /// its old stream was seen closed just retries a moment later). A stream
+    /// must name the registration the leader knows for the id (its lease), so
+    /// a second process started with the same id cannot take the work of the
+    /// registered one; before any registration is known it is accepted.
     pub(super) fn attached(
         &mut self,
         worker: WorkerId,
@@ -120,15 +121,14 @@ impl<R> LeaderState<R> {
     ) {
         let entry = self.workers.entry(worker.clone()).or_default();
         let registered_lease = entry.info.as_ref().map(|i| i.lease_id);
-        let proves_registration = lease_id != 0 && registered_lease == Some(lease_id);
         let refusal = match (entry.conn, registered_lease) {
-            (_, Some(registered)) if lease_id != 0 && lease_id != registered => Some(format!(
-                "worker id {worker} is registered under lease {registered:x} but this stream \
-                 names lease {lease_id:x}: is a second worker running with --node-id {worker}?"
-            )),
-            (Some(_), _) if !proves_registration => Some(format!(
+            (Some(_), _) => Some(format!(
                 "worker id {worker} is already attached on another stream: is a second worker \
                  running with --node-id {worker}?"
+            )),
+            (None, Some(registered)) if lease_id != registered => Some(format!(
+                "worker id {worker} is registered under lease {registered:x} but this stream \
+                 names lease {lease_id:x}: is a second worker running with --node-id {worker}?"
             )),
             _ => None,
         };
@@ -140,12 +140,7 @@ impl<R> LeaderState<R> {
             self.observe(Observation::AttachRefused { worker, reason });
             return;
         }
-        if let Some(old) = entry.conn.replace(conn) {
-            self.effects.push(Effect::Refuse {
-                conn: old,
-                reason: "replaced by a newer stream of the same worker".into(),
-            });
-        }
+        entry.conn = Some(conn);
         self.effects.push(Effect::Send {
             conn,
             msg: ToWorker::Welcome,
