@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use augur_store::EtcdClient;
+use augur_store::{EtcdClient, EtcdSecurity};
 use etcd_client::GetOptions;
 
 /// Per-request timeout of the clients under test.
@@ -31,7 +31,7 @@ const STREAK: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_avoid_a_dead_member() {
     let _lock = MachineLock::acquire();
-    let mut cluster = EtcdCluster::start(3);
+    let mut cluster = EtcdCluster::start(3, Tls::Off).await;
     cluster.wait_until_serving().await;
 
     // Made while every member is up.
@@ -99,6 +99,24 @@ async fn requests_avoid_a_dead_member() {
         Ok(Ok(_)) => panic!("a read succeeded with no member up"),
         Err(_) => panic!("a read did not end within {DEADLINE:?} with no member up"),
     }
+}
+
+/// The probes use the client's TLS settings: against an etcd that requires
+/// client certificates, the live member is told from a dead endpoint (were
+/// its probe refused, both would count as down and take requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_requests_avoid_a_dead_endpoint() {
+    let _lock = MachineLock::acquire();
+    let cluster = EtcdCluster::start(1, Tls::MutualTls).await;
+    cluster.wait_until_serving().await;
+    let endpoints = vec![
+        cluster.url(0),
+        format!("https://127.0.0.1:{}", free_ports(1)[0]),
+    ];
+    let client = augur_store::connect_secure(&endpoints, REQUEST_TIMEOUT, &cluster.security)
+        .await
+        .expect("connect over TLS");
+    assert_streak(&client, "over mutual TLS, an endpoint down", STREAK).await;
 }
 
 #[derive(Clone, Copy)]
@@ -175,16 +193,62 @@ struct EtcdCluster {
     dir: Option<tempfile::TempDir>,
     members: Vec<Member>,
     initial_cluster: String,
+    /// etcd's flags for TLS on the client port, if any.
+    tls_flags: Vec<String>,
+    /// What a client needs to connect.
+    security: EtcdSecurity,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Off,
+    /// TLS on the client port, client certificates required.
+    MutualTls,
 }
 
 impl EtcdCluster {
-    fn start(size: usize) -> EtcdCluster {
+    async fn start(size: usize, tls: Tls) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let (tls_flags, security) = match tls {
+            Tls::Off => (Vec::new(), EtcdSecurity::default()),
+            Tls::MutualTls => {
+                let pki_dir = dir.path().join("pki");
+                // Key generation and file writes: off the runtime's threads.
+                let pki = tokio::task::spawn_blocking(move || {
+                    augur_tls::generate_dev_pki(
+                        &pki_dir,
+                        &["localhost".into(), "127.0.0.1".into()],
+                        "augur",
+                    )
+                })
+                .await
+                .expect("pki task")
+                .expect("dev pki");
+                let path = |p: &Path| p.to_string_lossy().into_owned();
+                let flags = vec![
+                    "--cert-file".into(),
+                    path(&pki.server_cert),
+                    "--key-file".into(),
+                    path(&pki.server_key),
+                    "--trusted-ca-file".into(),
+                    path(&pki.ca_cert),
+                    "--client-cert-auth".into(),
+                ];
+                let security = EtcdSecurity {
+                    ca: Some(pki.ca_cert),
+                    cert: Some(pki.client_cert),
+                    key: Some(pki.client_key),
+                    ..EtcdSecurity::default()
+                };
+                (flags, security)
+            }
+        };
+        let scheme = if tls == Tls::Off { "http" } else { "https" };
         let ports = free_ports(size * 2);
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
+                client_url: format!("{scheme}://127.0.0.1:{}", ports[2 * i]),
                 peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
                 child: None,
             })
@@ -198,6 +262,8 @@ impl EtcdCluster {
             dir: Some(dir),
             members,
             initial_cluster,
+            tls_flags,
+            security,
         };
         for i in 0..size {
             cluster.spawn(i);
@@ -232,6 +298,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "augur-dead-member-test"])
+            .args(&self.tls_flags)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
@@ -274,15 +341,18 @@ impl EtcdCluster {
     }
 
     /// Waits until member `i` answers a linearizable read (it is in a cluster
-    /// with a leader), through a plain etcd-client on that member alone.
+    /// with a leader), through a client of that member alone.
     async fn wait_member_serving(&self, i: usize) {
         let url = self.url(i);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let options = etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(1))
-                .with_timeout(Duration::from_secs(2));
-            if let Ok(client) = EtcdClient::connect([&url], Some(options)).await {
+            let connected = augur_store::connect_secure(
+                std::slice::from_ref(&url),
+                REQUEST_TIMEOUT,
+                &self.security,
+            )
+            .await;
+            if let Ok(client) = connected {
                 if client.kv_client().get("/", None).await.is_ok() {
                     return;
                 }
