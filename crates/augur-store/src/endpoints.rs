@@ -395,13 +395,18 @@ where
 }
 
 /// A status with its chain of sources: a connect error's cause (a failed
-/// name lookup, a refused connection) is only in the sources.
+/// name lookup, a refused connection) is only in the sources, whose texts
+/// often repeat each other ("tcp connect error" three times), so each text
+/// is said once.
 fn describe(status: &tonic::Status) -> String {
     let mut text = format!("{}: {}", status.code(), status.message());
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
+        let said = error.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = error.source();
     }
     text
@@ -435,6 +440,14 @@ mod tests {
         assert_eq!(balance_set(members, false), set(&["a", "b"]));
         let members = [("a", Health::Down), ("b", Health::Unknown)];
         assert_eq!(balance_set(members, true), set(&["a", "b"]));
+    }
+
+    #[test]
+    fn a_status_says_each_cause_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let status = tonic::Status::from_error(Box::new(refused));
+        let text = describe(&status);
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
     }
 
     #[test]
