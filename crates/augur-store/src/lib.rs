@@ -7,6 +7,7 @@
 //! the create revision it won with), so a deposed leader can never write.
 
 pub mod codec;
+mod endpoints;
 pub mod jobs;
 pub mod keys;
 pub mod leader_store;
@@ -148,7 +149,8 @@ impl EtcdSecurity {
 }
 
 /// Connects to etcd with a bounded connect and request timeout, so an unreachable
-/// etcd yields an error rather than a hang.
+/// etcd yields an error rather than a hang. Requests go only to the members
+/// that answer while any does ([`endpoints`] says how).
 pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<EtcdClient> {
     connect_secure(endpoints, request_timeout, &EtcdSecurity::default()).await
 }
@@ -164,7 +166,7 @@ pub async fn connect_secure(
         .with_timeout(request_timeout)
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
-    Ok(EtcdClient::connect(endpoints, Some(security.apply(options)?)).await?)
+    connect_tracked(endpoints, security.apply(options)?).await
 }
 
 /// A client without a per-request timeout, for calls that block by design
@@ -175,7 +177,23 @@ pub async fn connect_blocking(endpoints: &[String], security: &EtcdSecurity) -> 
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
-    Ok(EtcdClient::connect(endpoints, Some(security.apply(options)?)).await?)
+    connect_tracked(endpoints, security.apply(options)?).await
+}
+
+/// A client whose requests go only to the members that answer (while any
+/// does), rather than etcd-client's default channel over all endpoints, which
+/// keeps routing requests to a member whose name no longer resolves or whose
+/// port refuses.
+async fn connect_tracked(
+    endpoints: &[String],
+    options: etcd_client::ConnectOptions,
+) -> Result<EtcdClient> {
+    Ok(EtcdClient::connect_with_balanced_channel(
+        endpoints,
+        Some(options),
+        endpoints::HealthTrackedChannel::spawn(),
+    )
+    .await?)
 }
 
 /// A watch on every key under `prefix`, from the revision after
