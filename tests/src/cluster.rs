@@ -440,14 +440,14 @@ impl Drop for Cluster {
             }
             let _ = node.child.wait();
         }
+        let keep = std::env::var_os("AUGUR_E2E_KEEP").is_some();
         if std::thread::panicking() {
             self.print_logs();
+        }
+        if std::thread::panicking() || keep {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
-                eprintln!(
-                    "augur-e2e: test failed; kept the cluster dir {}",
-                    kept.display()
-                );
+                eprintln!("augur-e2e: kept the cluster dir {}", kept.display());
             }
         }
     }

@@ -206,13 +206,24 @@ where
                 w.available = true;
             }
             None => {
+                // Jobs recorded as running on it before it was known (a new
+                // leader loads assignments before the worker registers again)
+                // count against its slots from now on.
+                let mut used = 0;
+                let mut running = Vec::new();
+                for (key, entry) in &self.jobs {
+                    if matches!(&entry.state, JobState::Running { worker, .. } if *worker == id) {
+                        used += entry.request.slots;
+                        running.push(key.clone());
+                    }
+                }
                 self.workers.insert(
                     id,
                     WorkerState {
                         spec,
                         available: true,
-                        used: 0,
-                        running: Vec::new(),
+                        used,
+                        running,
                     },
                 );
             }

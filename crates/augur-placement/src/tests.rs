@@ -346,3 +346,26 @@ fn tune_compares_aging_rates_and_recommends_the_best() {
         );
     }
 }
+
+/// A new leader loads assignments before their worker registers again: the
+/// worker's slots used to start at zero when it did, so it could be given
+/// more than it offers.
+#[test]
+fn a_worker_registering_after_its_jobs_were_loaded_counts_them() {
+    let mut s = scheduler(Policy::LeastLoaded);
+    s.job_running(
+        0,
+        request(run(0, "a", 0, 10.0), 2, BTreeMap::new()),
+        "w".into(),
+        0,
+    );
+    s.worker_up("w".into(), worker(3, 1.0, &[]));
+    assert_eq!(s.worker_slots(&"w".to_string()), Some((2, 3)));
+    s.job_arrived(1, request(run(1, "a", 0, 10.0), 2, BTreeMap::new()), 0);
+    assert!(
+        s.next_assignments(0).is_empty(),
+        "2 more slots do not fit in 1"
+    );
+    s.job_removed(&0);
+    assert_eq!(s.next_assignments(0).len(), 1);
+}

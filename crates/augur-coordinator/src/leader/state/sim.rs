@@ -42,6 +42,7 @@ pub(crate) struct World {
     pub cancels_issued: u64,
     pub submitted: Vec<JobId>,
     pub slots: BTreeMap<WorkerId, u32>,
+    pub epoch: i64,
     pub leases: BTreeMap<WorkerId, i64>,
 }
 
@@ -143,8 +144,47 @@ impl World {
             cancels_issued: 0,
             submitted: Vec::new(),
             slots,
+            epoch: 1,
             leases,
         }
+    }
+
+    /// The leader is demoted (or dies) and another takes over: writes not yet
+    /// committed are lost with their follow-ups, every stream closes, and a
+    /// new core loads what the store holds and the registrations, as a new
+    /// leader does. Workers keep what they run and attach again later.
+    pub fn failover(&mut self) {
+        // A caller whose cancel was not yet durable gets "leadership ended
+        // during the call; retry" (its reply handle is dropped).
+        for (_, then) in std::mem::take(&mut self.uncommitted) {
+            if let Some(AfterCommit::Reply(reply)) = then {
+                self.cancel_answers.push(reply);
+            }
+        }
+        self.epoch += 1;
+        for conn in std::mem::take(&mut self.conn_of).into_values() {
+            self.refused.insert(conn);
+        }
+        let active: Vec<JobRecord> = self
+            .store
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .cloned()
+            .collect();
+        let registered: Vec<WorkerInfo> = self
+            .core
+            .workers
+            .iter()
+            .filter_map(|(_, e)| e.info.clone())
+            .collect();
+        self.core = LeaderState::new(
+            self.core.timing.clone(),
+            self.epoch,
+            scheduler(),
+            active,
+            registered,
+            self.now,
+        );
     }
 
     pub fn input(&mut self, input: Input<Reply>) {

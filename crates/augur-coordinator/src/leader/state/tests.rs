@@ -1,6 +1,8 @@
 //! Property and simulation tests of the leader's core, without etcd: random
 //! event sequences (duplicated, reordered and stale worker messages, lost
-//! streams and leases, impostor streams, unreadable results, cancels, time)
+//! streams and leases, impostor streams, unreadable results, cancels, time,
+//! failed deliveries, and demotion: a new leader taking over from what the
+//! store holds, the old one's uncommitted writes lost)
 //! through the world in `sim`, which checks after every step that assignments
 //! follow durable writes, no attempt is assigned twice, nothing leaves a
 //! terminal state and the slot ledger matches the jobs out; then every job
@@ -29,6 +31,7 @@ enum Step {
     Impostor(usize),
     Cancel(usize),
     DeliveryFailed(usize),
+    Failover,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,6 +51,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..3).prop_map(Step::Impostor),
         1 => (0usize..32).prop_map(Step::Cancel),
         1 => (0usize..64).prop_map(Step::DeliveryFailed),
+        1 => Just(Step::Failover),
     ]
 }
 
@@ -182,6 +186,7 @@ fn apply(world: &mut World, step: Step) {
                 world.input(Input::Cancel { id, reply });
             }
         }
+        Step::Failover => world.failover(),
         Step::DeliveryFailed(i) => {
             let keys: Vec<AttemptKey> = world.assigned.iter().copied().collect();
             if !keys.is_empty() {
