@@ -174,8 +174,8 @@ impl World {
         let registered: Vec<WorkerInfo> = self
             .core
             .workers
-            .iter()
-            .filter_map(|(_, e)| e.info.clone())
+            .values()
+            .filter_map(|e| e.info.clone())
             .collect();
         self.core = LeaderState::new(
             self.core.timing.clone(),
