@@ -380,9 +380,10 @@ enum TermEnd {
     /// campaign again with the same lease, which wins at once when no other
     /// node waits, so dispatching resumes as soon as etcd is back.
     Again(Box<(LeaseHandle, augur_store::Fence)>),
-    /// The lease was presumed lost (not refreshed for a whole TTL: etcd away).
-    /// etcd may restore it when it returns, keeping the old election key for
-    /// another TTL; revoke it first so a campaign succeeds at once.
+    /// The lease was presumed lost (not refreshed for a whole TTL: etcd away)
+    /// or its campaign failed. etcd may restore it when it returns, keeping
+    /// its election key for another TTL ahead of every later candidate;
+    /// revoke it first so a campaign succeeds at once.
     LeaseLost(i64),
 }
 
@@ -403,7 +404,16 @@ async fn term(
     let fence = tokio::select! {
         _ = shutdown.cancelled() => { let _ = lease.revoke().await; return Ok(TermEnd::Done) }
         _ = lost.cancelled() => return Ok(TermEnd::LeaseLost(lease.id())),
-        fence = shared.leadership.campaign(&lease, &config.node_id, &config.advertise) => fence?,
+        fence = shared.leadership.campaign(&lease, &config.node_id, &config.advertise) => match fence {
+            Ok(fence) => fence,
+            Err(e) => {
+                // The campaign's key (under this lease) may still be in etcd,
+                // queued ahead of every later candidate, this node's next
+                // campaign included: revoke the lease before campaigning again.
+                warn!(error = %e, "campaign failed; revoking its lease before the next one");
+                return Ok(TermEnd::LeaseLost(lease.id()));
+            }
+        },
     };
     info!(epoch = fence.epoch(), "elected leader");
     shared.metrics.is_leader.set(1);
