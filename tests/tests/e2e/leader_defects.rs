@@ -1,12 +1,14 @@
 //! Defects found in the leader by review and by black-box fault injection,
 //! each checked against a real cluster: two workers started with the same
-//! `--node-id`, and a job no worker can ever run.
+//! `--node-id`, a job no worker can ever run, and an attempt lost on a
+//! saturated cluster.
 
 use std::process::Command;
 use std::time::Duration;
 
 use augur_e2e::{
-    free_ports, json_str, kill_group, poll_until, spawn_logged, Cluster, ClusterConfig,
+    free_ports, json_str, kill_group, ledger_script, poll_until, spawn_logged, unix_now, Cluster,
+    ClusterConfig, Ledger,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -40,7 +42,8 @@ fn a_second_worker_with_the_same_node_id_is_refused_and_jobs_still_succeed() {
     for id in &ids {
         let job = cluster.wait_terminal(id, DEADLINE);
         assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
-        assert_eq!(job["lost_attempts"].as_u64().unwrap_or(0), 0, "{job}");
+        // Ran at its first attempt: nothing was lost to the clash.
+        assert_eq!(job["attempts"].as_u64(), Some(1), "{job}");
     }
     // One of the two processes says why it gets no stream.
     poll_until(DEADLINE, "a refusal naming the clash", || {
@@ -112,4 +115,70 @@ fn metrics_page(addr: &str) -> String {
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text
+}
+
+/// On a saturated cluster, an attempt lost with its worker used to go to the
+/// back of the queue and wait behind every younger job. It keeps its place:
+/// once requeued it is the next job to start.
+#[test]
+fn a_lost_attempt_runs_before_younger_queued_jobs() {
+    let mut cluster = Cluster::start(ClusterConfig {
+        workers: 2,
+        worker_slots: 1,
+        ..ClusterConfig::default()
+    });
+    let ledger = Ledger::new(cluster.path("ledger"));
+    let script = ledger_script(&ledger, 1.5);
+    let ids: Vec<String> = (0..10)
+        .map(|_| cluster.submit(&["--", "sh", "-c", &script]))
+        .collect();
+    // Both workers busy; kill the one running the older of the two jobs.
+    let running = poll_until(DEADLINE, "two jobs running", || {
+        let entries = ledger.entries();
+        (entries.len() >= 2)
+            .then(|| entries.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())
+            .ok_or(format!("{} started", entries.len()))
+    });
+    let victim = ids
+        .iter()
+        .find(|id| running.contains(id))
+        .expect("a running job")
+        .clone();
+    let worker = json_str(&cluster.get_job(&victim), "worker_id").to_string();
+    let killed_at = unix_now();
+    cluster.kill_worker(&worker);
+    poll_until(DEADLINE, "the victim's attempt to be requeued", || {
+        let job = cluster.get_job(&victim);
+        let requeued = json_str(&job, "message").contains("lost")
+            || job["attempts"].as_u64().is_some_and(|a| a >= 2);
+        requeued
+            .then_some(())
+            .ok_or(json_str(&job, "message").to_string())
+    });
+    let requeued_seen = unix_now();
+    for id in &ids {
+        let job = cluster.wait_terminal(id, DEADLINE);
+        assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
+    }
+    let entries = ledger.entries();
+    let rerun = entries
+        .iter()
+        .find(|e| e.job_id == victim && e.attempt == 2)
+        .expect("the victim ran again");
+    // Nothing younger started between its requeue and its re-run.
+    if rerun.at > requeued_seen {
+        let first_after = entries
+            .iter()
+            .filter(|e| e.at > requeued_seen)
+            .min_by(|a, b| a.at.total_cmp(&b.at))
+            .expect("a start after the requeue");
+        assert_eq!(
+            first_after.job_id, victim,
+            "a younger job started before the requeued attempt"
+        );
+    }
+    eprintln!(
+        "figure: worker SIGKILL on a saturated cluster to the lost attempt running again: {:.2}s",
+        rerun.at - killed_at
+    );
 }
