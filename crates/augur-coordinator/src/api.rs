@@ -253,7 +253,14 @@ impl JobService for Api {
             Some(mut job) => {
                 if job.state == augur_core::JobState::Pending {
                     if let Some(reason) = self.pending_reason(id).await {
-                        job.message = reason;
+                        // Keep what the record says (e.g. why an attempt was
+                        // lost) and add where the job stands now.
+                        job.message =
+                            if job.message.is_empty() || reason.starts_with("unschedulable") {
+                                reason
+                            } else {
+                                format!("{}; now {reason}", job.message)
+                            };
                     }
                 }
                 Ok(Response::new(job_to_pb(&job)))

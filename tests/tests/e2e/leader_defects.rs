@@ -127,6 +127,15 @@ fn a_lost_attempt_runs_before_younger_queued_jobs() {
         worker_slots: 1,
         ..ClusterConfig::default()
     });
+    // Submission order (the predictive policy would re-predict the requeued
+    // job from the runs meanwhile and could order it first for that reason).
+    cluster.cli_ok(&["placement", "set", "--policy", "least-loaded"]);
+    poll_until(DEADLINE, "the leader to apply least-loaded", || {
+        let status = cluster.cli_json(&["placement", "show"]);
+        (status.to_string().contains("least-loaded"))
+            .then_some(())
+            .ok_or(status.to_string())
+    });
     let ledger = Ledger::new(cluster.path("ledger"));
     let script = ledger_script(&ledger, 1.5);
     let ids: Vec<String> = (0..10)
