@@ -39,6 +39,11 @@ pub const MAX_CPU_MILLIS: u64 = 1_000_000;
 pub const MAX_ATTEMPTS: u32 = 100;
 /// Longest backoff cap.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+/// Label keys Augur sets itself: a scheduled job carries `augur.schedule` and
+/// `augur.schedule_tick_ms`, which its worker turns into `AUGUR_SCHEDULE` and
+/// `AUGUR_SCHEDULED_AT_MS`. A submitter may not set them (it could make a job
+/// pass for a schedule's tick).
+pub const RESERVED_LABEL_PREFIX: &str = "augur.";
 
 /// A job as a user writes it (CLI flags, a JSON/TOML file, or the gRPC message).
 /// Unknown fields are an error, not silently ignored.
@@ -157,7 +162,20 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ValidationErro
     Ok(())
 }
 
-fn check_label_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+/// Whether a spec may carry labels under [`RESERVED_LABEL_PREFIX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReservedLabels {
+    /// A submitter's spec: refused.
+    Refused,
+    /// A spec Augur built itself (a schedule's tick as assigned to a worker).
+    Allowed,
+}
+
+fn check_label_map(
+    field: &str,
+    map: &BTreeMap<String, String>,
+    reserved: ReservedLabels,
+) -> Result<(), ValidationError> {
     if map.len() > MAX_LABELS {
         return Err(invalid(
             field,
@@ -174,6 +192,14 @@ fn check_label_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), Va
             return Err(invalid(
                 format!("{field}[{key:?}]"),
                 format!("key must be 1..={MAX_LABEL_KEY} characters of letters, digits, '.', '_', '-', '/'"),
+            ));
+        }
+        if reserved == ReservedLabels::Refused && key.starts_with(RESERVED_LABEL_PREFIX) {
+            return Err(invalid(
+                format!("{field}[{key:?}]"),
+                format!(
+                    "uses the reserved prefix {RESERVED_LABEL_PREFIX} (Augur sets those labels itself)"
+                ),
             ));
         }
         check_text(&format!("{field}[{key:?}]"), value, MAX_LABEL_VALUE)?;
@@ -203,9 +229,22 @@ fn default_name(command: &str) -> String {
 }
 
 impl JobSpecInput {
-    /// Validates the input and produces the spec Augur stores. Every refusal names
-    /// the field (`spec.timeout`, `spec.env`, ...) and the limit it broke.
+    /// Validates a submitter's input and produces the spec Augur stores. Every
+    /// refusal names the field (`spec.timeout`, `spec.env`, ...) and the limit
+    /// it broke. Labels under [`RESERVED_LABEL_PREFIX`] are refused.
     pub fn validate(&self) -> Result<JobSpec, ValidationError> {
+        self.validate_with(ReservedLabels::Refused)
+    }
+
+    /// As [`JobSpecInput::validate`], for a spec Augur built itself rather
+    /// than one a submitter wrote: labels under [`RESERVED_LABEL_PREFIX`] are
+    /// allowed (a worker re-checks the assignment of a scheduled job, which
+    /// carries `augur.schedule`). Never use it on a caller's input.
+    pub fn validate_internal(&self) -> Result<JobSpec, ValidationError> {
+        self.validate_with(ReservedLabels::Allowed)
+    }
+
+    fn validate_with(&self, reserved: ReservedLabels) -> Result<JobSpec, ValidationError> {
         if self.command.trim().is_empty() {
             return Err(invalid("spec.command", "must not be empty"));
         }
@@ -275,8 +314,13 @@ impl JobSpecInput {
             Some(self.working_dir.clone())
         };
 
-        check_label_map("spec.labels", &self.labels)?;
-        check_label_map("spec.constraints", &self.constraints)?;
+        check_label_map("spec.labels", &self.labels, reserved)?;
+        // Constraints match worker labels, which may use any key.
+        check_label_map(
+            "spec.constraints",
+            &self.constraints,
+            ReservedLabels::Allowed,
+        )?;
 
         let name = if self.name.is_empty() {
             default_name(&self.command)
@@ -500,6 +544,31 @@ mod tests {
         let mut s = input("x");
         s.working_dir = "relative".into();
         assert_eq!(field_of(s), "spec.working_dir");
+    }
+
+    // Regression (issue 12): `augur.*` labels carry schedule data into a job's
+    // AUGUR_SCHEDULE* variables; a submitter must not be able to forge them.
+    #[test]
+    fn reserved_label_prefix_is_refused_from_submitters() {
+        let mut s = input("x");
+        s.labels.insert("augur.schedule".into(), "nightly".into());
+        let err = s.validate().expect_err("reserved label");
+        assert_eq!(err.field, "spec.labels[\"augur.schedule\"]");
+        assert!(
+            err.to_string().contains("uses the reserved prefix augur."),
+            "{err}"
+        );
+        // Augur's own specs (a schedule's tick, re-checked by its worker) keep them.
+        let spec = s
+            .validate_internal()
+            .expect("internal specs may carry them");
+        assert_eq!(spec.labels["augur.schedule"], "nightly");
+        // Only the exact prefix is reserved; constraints are not labels.
+        let mut s = input("x");
+        s.labels.insert("augury".into(), "v".into());
+        s.labels.insert("team.augur.x".into(), "v".into());
+        s.constraints.insert("augur.zone".into(), "a".into());
+        s.validate().expect("not reserved");
     }
 
     #[test]

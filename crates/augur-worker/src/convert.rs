@@ -7,8 +7,10 @@ use crate::buffer::BufferedResult;
 
 /// The spec of an assignment. The leader only sends validated specs; validating
 /// again costs little and keeps a confused peer from running something odd.
+/// It is Augur's own spec, not a submitter's: a scheduled job carries the
+/// reserved `augur.schedule*` labels, which are kept.
 pub fn spec_from_pb(spec: pb::JobSpec) -> Result<JobSpec, augur_core::ValidationError> {
-    augur_core::JobSpecInput::from(spec).validate()
+    augur_core::JobSpecInput::from(spec).validate_internal()
 }
 
 /// A buffered result as the Finished message.
@@ -38,5 +40,28 @@ pub fn finished_message(r: &BufferedResult) -> pb::Finished {
         stdout_tail: r.stdout_tail.clone(),
         stderr_tail: r.stderr_tail.clone(),
         message: r.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression (issue 12): submitters may not set `augur.*` labels, but the
+    // leader adds them to a schedule's jobs; the worker must still accept those.
+    #[test]
+    fn scheduled_assignments_keep_their_reserved_labels() {
+        let mut spec = augur_core::JobSpecInput {
+            command: "true".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        spec.labels
+            .insert("augur.schedule".into(), "nightly".into());
+        spec.labels
+            .insert("augur.schedule_tick_ms".into(), "1000".into());
+        let assigned = spec_from_pb(pb::JobSpec::from(&spec)).expect("accepted");
+        assert_eq!(assigned.labels, spec.labels);
     }
 }
