@@ -152,6 +152,9 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::Fenced { .. } => {
             Status::unavailable(format!("leadership changed: {err}; retry"))
         }
+        StoreError::AlreadyExists { .. } => {
+            Status::already_exists(format!("{err}; submit again for a new id"))
+        }
         StoreError::Corrupt { .. } | StoreError::Config(_) => Status::internal(err.to_string()),
     }
 }
@@ -196,6 +199,23 @@ mod tests {
         assert_eq!(cap_tail(b"hello world", 5), "world");
         let s = "ééé".as_bytes();
         assert_eq!(cap_tail(s, 3), "é");
+    }
+
+    // Regression (issue 12): a colliding job id was reported as a corrupt value
+    // (Internal); it is AlreadyExists, and no etcd outage.
+    #[test]
+    fn already_exists_maps_to_already_exists_not_internal() {
+        let status = store_status(StoreError::AlreadyExists {
+            key: "/augur/jobs/01J".into(),
+            reason: "another job has this id".into(),
+        });
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
+        assert!(status.message().contains("/augur/jobs/01J"), "{status:?}");
+        let corrupt = store_status(StoreError::Corrupt {
+            key: "/augur/jobs/01J".into(),
+            reason: "bad json".into(),
+        });
+        assert_eq!(corrupt.code(), tonic::Code::Internal);
     }
 
     #[test]

@@ -124,9 +124,9 @@ impl JobStore {
                 return Ok(CreateOutcome::Created);
             }
         }
-        Err(StoreError::Corrupt {
+        Err(StoreError::AlreadyExists {
             key: self.keys.job(&job.id),
-            reason: "job id already exists".into(),
+            reason: "another job has this id".into(),
         })
     }
 

@@ -62,6 +62,10 @@ pub enum StoreError {
     /// told to fail, in tests).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A create found its key taken by a different value: for a job, a
+    /// colliding id (the caller may submit again, drawing a new one).
+    #[error("{key} already exists: {reason}")]
+    AlreadyExists { key: String, reason: String },
 }
 
 impl StoreError {
