@@ -75,7 +75,7 @@ impl Api {
             KeyValue::new("cicd.pipeline.task.name", record.spec.name.clone()),
         ]);
         record.trace_context = span.carrier();
-        self.shared.breaker.check()?;
+        let permit = self.shared.breaker.check()?;
         let started = std::time::Instant::now();
         // A transport error that comes back at once (a dead etcd member whose
         // connection or name fails) may go better on another member: try
@@ -95,7 +95,7 @@ impl Api {
                 _ => break,
             }
         }
-        self.shared.breaker.record(&outcome);
+        self.shared.breaker.record(permit, &outcome);
         self.shared
             .metrics
             .etcd("create", started.elapsed().as_secs_f64());
@@ -126,10 +126,9 @@ impl Api {
     async fn leader_client(&self) -> Result<JobServiceClient<tonic::transport::Channel>, Status> {
         let leader = self
             .shared
-            .leadership
-            .current()
-            .await
-            .map_err(store_status)?
+            .breaker
+            .call(self.shared.leadership.current())
+            .await?
             .ok_or_else(|| Status::unavailable("no leader elected yet; retry shortly"))?;
         if leader.node_id == self.shared.node_id {
             return Err(Status::unavailable("leadership is changing; retry shortly"));
@@ -160,11 +159,11 @@ impl Api {
         if !self.shared.auth.config().api_auth() || caller.role == augur_core::auth::Role::Admin {
             return Ok(());
         }
-        self.shared.breaker.check()?;
-        let found = self.shared.leader_stores.jobs.get(id).await;
-        self.shared.breaker.record(&found);
-        let job = found
-            .map_err(store_status)?
+        let job = self
+            .shared
+            .breaker
+            .call(self.shared.leader_stores.jobs.get(id))
+            .await?
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         if caller.owns(job.owner.as_deref()) {
             return Ok(());
@@ -185,6 +184,14 @@ impl Api {
         let (reply, rx) = oneshot::channel();
         leader.send(LeaderInput::Explain { id, reply }).ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// The schedule store behind this coordinator's circuit breaker.
+    fn schedules(&self) -> crate::schedule_api::Schedules<'_> {
+        crate::schedule_api::Schedules {
+            store: &self.shared.leader_stores.schedules,
+            breaker: &self.shared.breaker,
+        }
     }
 
     async fn snapshot(&self) -> Result<Option<StatusSnapshot>, Status> {
@@ -242,14 +249,16 @@ impl JobService for Api {
         self.shared.metrics.api("get");
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let id = parse_id(&request.into_inner().job_id)?;
-        self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        let found = self.shared.leader_stores.jobs.get(&id).await;
-        self.shared.breaker.record(&found);
+        let found = self
+            .shared
+            .breaker
+            .call(self.shared.leader_stores.jobs.get(&id))
+            .await;
         self.shared
             .metrics
             .etcd("get", started.elapsed().as_secs_f64());
-        match found.map_err(store_status)? {
+        match found? {
             Some(mut job) => {
                 if job.state == augur_core::JobState::Pending {
                     if let Some(reason) = self.pending_reason(id).await {
@@ -299,19 +308,20 @@ impl JobService for Api {
                 Status::invalid_argument("page_token: not a token returned by ListJobs")
             })?)
         };
-        self.shared.breaker.check()?;
         let started = std::time::Instant::now();
-        let page = self
-            .shared
-            .leader_stores
-            .jobs
-            .list(&states, page_size as usize, after.as_ref())
-            .await;
-        self.shared.breaker.record(&page);
+        let page =
+            self.shared
+                .breaker
+                .call(self.shared.leader_stores.jobs.list(
+                    &states,
+                    page_size as usize,
+                    after.as_ref(),
+                ))
+                .await;
         self.shared
             .metrics
             .etcd("list", started.elapsed().as_secs_f64());
-        let page = page.map_err(store_status)?;
+        let page = page?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(job_to_pb).collect(),
             next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
@@ -361,11 +371,9 @@ impl JobService for Api {
                 Err(_) => {
                     let (workers, _) = self
                         .shared
-                        .leader_stores
-                        .registry
-                        .list()
-                        .await
-                        .map_err(store_status)?;
+                        .breaker
+                        .call(self.shared.leader_stores.registry.list())
+                        .await?;
                     let workers = workers
                         .iter()
                         .map(|w| worker_to_pb(w, 0, pb::WorkerState::Disconnected))
@@ -385,26 +393,26 @@ impl JobService for Api {
         let request = request.into_inner();
         let id = augur_core::WorkerId::new(request.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("worker_id: {e}")))?;
-        self.shared.breaker.check()?;
         let changed = self
             .shared
-            .leader_stores
-            .registry
-            .set_draining(&id, !request.cancel)
-            .await;
-        self.shared.breaker.record(&changed);
-        if !changed.map_err(store_status)? {
+            .breaker
+            .call(
+                self.shared
+                    .leader_stores
+                    .registry
+                    .set_draining(&id, !request.cancel),
+            )
+            .await?;
+        if !changed {
             return Err(Status::not_found(format!("no registered worker {id}")));
         }
         info!(audit = true, caller = %who, action = if request.cancel { "undrain" } else { "drain" },
               worker_id = %id, result = "ok", "api call");
         let worker = self
             .shared
-            .leader_stores
-            .registry
-            .get(&id)
-            .await
-            .map_err(store_status)?
+            .breaker
+            .call(self.shared.leader_stores.registry.get(&id))
+            .await?
             .map(|info| {
                 let state = if info.draining {
                     pb::WorkerState::Draining
@@ -425,8 +433,7 @@ impl JobService for Api {
         let owner = self.shared.auth.config().api_auth().then(|| who.clone());
         let request = request.into_inner();
         let name = request.name.clone();
-        let result =
-            crate::schedule_api::create(&self.shared.leader_stores.schedules, request, owner).await;
+        let result = crate::schedule_api::create(self.schedules(), request, owner).await;
         info!(audit = true, caller = %who, action = "schedule_create", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -438,7 +445,7 @@ impl JobService for Api {
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         self.shared.metrics.api("schedule");
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
-        crate::schedule_api::list(&self.shared.leader_stores.schedules)
+        crate::schedule_api::list(self.schedules())
             .await
             .map(Response::new)
     }
@@ -456,8 +463,7 @@ impl JobService for Api {
             &admitted.caller,
             "schedule_delete",
         );
-        let result =
-            crate::schedule_api::delete(&self.shared.leader_stores.schedules, &name, allowed).await;
+        let result = crate::schedule_api::delete(self.schedules(), &name, allowed).await;
         info!(audit = true, caller = %who, action = "schedule_delete", schedule = %name,
               result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -477,13 +483,9 @@ impl JobService for Api {
             "schedule_resume"
         };
         let allowed = crate::schedule_api::owner_check(&self.shared.auth, &admitted.caller, action);
-        let result = crate::schedule_api::pause(
-            &self.shared.leader_stores.schedules,
-            &request.name,
-            request.paused,
-            allowed,
-        )
-        .await;
+        let result =
+            crate::schedule_api::pause(self.schedules(), &request.name, request.paused, allowed)
+                .await;
         info!(audit = true, caller = %who, action = if request.paused { "schedule_pause" } else { "schedule_resume" },
               schedule = %request.name, result = ?result.as_ref().map(|_| "ok").map_err(|s| s.code()), "api call");
         result.map(Response::new)
@@ -497,10 +499,9 @@ impl JobService for Api {
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let leader = self
             .shared
-            .leadership
-            .current()
-            .await
-            .map_err(store_status)?;
+            .breaker
+            .call(self.shared.leadership.current())
+            .await?;
         let snapshot = match self.snapshot().await? {
             Some(s) => s,
             None if leader.is_some() => {

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, info_span, Instrument};
 
-use crate::convert::store_status;
+use crate::breaker::Breaker;
 use crate::{CoordinatorConfig, Shared};
 
 /// Runs read from etcd per page of an export.
@@ -215,6 +215,7 @@ fn effective(stored: Option<StoredPlacementConfig>) -> Result<(PlacementConfig, 
 /// on an etcd error (sent to the client as its status), or when the client
 /// goes away.
 async fn export_rest(
+    breaker: &Breaker,
     runs: RunHistory,
     since_ms: Option<i64>,
     mut remaining: usize,
@@ -222,13 +223,13 @@ async fn export_rest(
     tx: mpsc::Sender<Result<pb::RunRecordJson, Status>>,
 ) {
     while remaining > 0 {
-        let (page, next) = match runs
-            .list(since_ms, remaining.min(EXPORT_PAGE), Some(&cursor))
+        let (page, next) = match breaker
+            .call(runs.list(since_ms, remaining.min(EXPORT_PAGE), Some(&cursor)))
             .await
         {
             Ok(page) => page,
-            Err(e) => {
-                let _ = tx.send(Err(store_status(e))).await;
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
                 return;
             }
         };
@@ -272,13 +273,15 @@ impl PlacementService for PlacementApi {
         };
         // The first page is read before answering, so an unreachable etcd is
         // the call's status rather than a stream that breaks at once.
-        self.shared.breaker.check()?;
-        let first = self.runs.list(since_ms, limit.min(EXPORT_PAGE), None).await;
-        self.shared.breaker.record(&first);
-        let (page, next) = first.map_err(store_status)?;
+        let (page, next) = self
+            .shared
+            .breaker
+            .call(self.runs.list(since_ms, limit.min(EXPORT_PAGE), None))
+            .await?;
         let (tx, rx) = mpsc::channel(EXPORT_BUFFER);
         let remaining = limit.saturating_sub(page.len());
         let runs = self.runs.clone();
+        let shared = self.shared.clone();
         // Fate: ends with the export (see `export_rest`); nothing to join.
         tokio::spawn(
             async move {
@@ -292,7 +295,7 @@ impl PlacementService for PlacementApi {
                     }
                 }
                 if let Some(cursor) = next {
-                    export_rest(runs, since_ms, remaining, cursor, tx).await;
+                    export_rest(&shared.breaker, runs, since_ms, remaining, cursor, tx).await;
                 }
             }
             .instrument(info_span!("export_runs")),
@@ -306,10 +309,7 @@ impl PlacementService for PlacementApi {
     ) -> Result<Response<pb::ModelInfo>, Status> {
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
         let include_model = request.into_inner().include_model;
-        self.shared.breaker.check()?;
-        let found = self.models.get().await;
-        self.shared.breaker.record(&found);
-        let model = found.map_err(store_status)?.ok_or_else(|| {
+        let model = self.shared.breaker.call(self.models.get()).await?.ok_or_else(|| {
             Status::not_found(
                 "no runtime model has been trained yet: the leader trains one once enough runs are recorded",
             )
@@ -332,10 +332,7 @@ impl PlacementService for PlacementApi {
         request: Request<pb::GetPlacementConfigRequest>,
     ) -> Result<Response<pb::PlacementConfigJson>, Status> {
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
-        self.shared.breaker.check()?;
-        let found = self.config.get().await;
-        self.shared.breaker.record(&found);
-        let (stored, _) = found.map_err(store_status)?;
+        let (stored, _) = self.shared.breaker.call(self.config.get()).await?;
         let (config, revision) = effective(stored)?;
         config_reply(&config, revision).map(Response::new)
     }
@@ -379,13 +376,13 @@ impl PlacementApi {
         // Stored with every field, as it will be read back.
         let normalised = serde_json::to_value(&config)
             .map_err(|e| Status::internal(format!("cannot encode JSON: {e}")))?;
-        self.shared.breaker.check()?;
-        let written = match request.expected_revision {
-            None => self.config.put(&normalised).await.map(Some),
-            Some(expected) => self.config.put_if(&normalised, expected).await,
+        let write = async {
+            match request.expected_revision {
+                None => self.config.put(&normalised).await.map(Some),
+                Some(expected) => self.config.put_if(&normalised, expected).await,
+            }
         };
-        self.shared.breaker.record(&written);
-        let revision = written.map_err(store_status)?.ok_or_else(|| {
+        let revision = self.shared.breaker.call(write).await?.ok_or_else(|| {
             Status::failed_precondition(format!(
                 "the placement configuration changed since revision {}; read it again and retry",
                 request.expected_revision.unwrap_or_default()

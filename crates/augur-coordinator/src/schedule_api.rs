@@ -7,7 +7,16 @@ use augur_proto::v1 as pb;
 use augur_store::{ScheduleStore, StoredSchedule, Written};
 use tonic::Status;
 
-use crate::convert::{spec_input, spec_to_pb, store_status};
+use crate::breaker::Breaker;
+use crate::convert::{spec_input, spec_to_pb};
+
+/// The schedule store as the API reaches it: every etcd call goes through the
+/// coordinator's circuit breaker.
+#[derive(Clone, Copy)]
+pub struct Schedules<'a> {
+    pub store: &'a ScheduleStore,
+    pub breaker: &'a Breaker,
+}
 
 fn missed_name(m: MissedTicks) -> &'static str {
     match m {
@@ -45,7 +54,7 @@ fn invalid(e: augur_core::ValidationError) -> Status {
 }
 
 pub async fn create(
-    store: &ScheduleStore,
+    schedules: Schedules<'_>,
     request: pb::CreateScheduleRequest,
     owner: Option<String>,
 ) -> Result<pb::Schedule, Status> {
@@ -76,7 +85,8 @@ pub async fn create(
         last_tick_ms: None,
         owner,
     };
-    match store.create(&record).await.map_err(store_status)? {
+    let Schedules { store, breaker } = schedules;
+    match breaker.call(store.create(&record)).await? {
         Written::Done => {}
         Written::Conflict => {
             return Err(Status::already_exists(format!(
@@ -85,16 +95,15 @@ pub async fn create(
             )))
         }
     }
-    let stored = store
-        .get(&request.name)
-        .await
-        .map_err(store_status)?
+    let stored = breaker
+        .call(store.get(&request.name))
+        .await?
         .ok_or_else(|| Status::unavailable("schedule vanished right after its creation; retry"))?;
     Ok(schedule_to_pb(&stored))
 }
 
-pub async fn list(store: &ScheduleStore) -> Result<pb::ListSchedulesResponse, Status> {
-    let schedules = store.list().await.map_err(store_status)?;
+pub async fn list(schedules: Schedules<'_>) -> Result<pb::ListSchedulesResponse, Status> {
+    let schedules = schedules.breaker.call(schedules.store.list()).await?;
     Ok(pb::ListSchedulesResponse {
         schedules: schedules.iter().map(schedule_to_pb).collect(),
     })
@@ -133,20 +142,20 @@ fn busy(name: &str) -> Status {
 }
 
 pub async fn delete(
-    store: &ScheduleStore,
+    schedules: Schedules<'_>,
     name: &str,
     allowed: impl Fn(&ScheduleRecord) -> Result<(), Status>,
 ) -> Result<pb::DeleteScheduleResponse, Status> {
     validate_name(name).map_err(invalid)?;
+    let Schedules { store, breaker } = schedules;
     for _ in 0..CHANGE_ATTEMPTS {
-        let Some(stored) = store.get(name).await.map_err(store_status)? else {
+        let Some(stored) = breaker.call(store.get(name)).await? else {
             return Err(Status::not_found(format!("no schedule named {name}")));
         };
         allowed(&stored.record)?;
-        if store
-            .delete_if(name, stored.mod_revision)
-            .await
-            .map_err(store_status)?
+        if breaker
+            .call(store.delete_if(name, stored.mod_revision))
+            .await?
             == Written::Done
         {
             return Ok(pb::DeleteScheduleResponse {});
@@ -156,14 +165,15 @@ pub async fn delete(
 }
 
 pub async fn pause(
-    store: &ScheduleStore,
+    schedules: Schedules<'_>,
     name: &str,
     paused: bool,
     allowed: impl Fn(&ScheduleRecord) -> Result<(), Status>,
 ) -> Result<pb::Schedule, Status> {
     validate_name(name).map_err(invalid)?;
+    let Schedules { store, breaker } = schedules;
     for _ in 0..CHANGE_ATTEMPTS {
-        let Some(mut stored) = store.get(name).await.map_err(store_status)? else {
+        let Some(mut stored) = breaker.call(store.get(name)).await? else {
             return Err(Status::not_found(format!("no schedule named {name}")));
         };
         allowed(&stored.record)?;
@@ -173,17 +183,12 @@ pub async fn pause(
             stored.record.last_tick_ms =
                 Some(now_ms().max(stored.record.last_tick_ms.unwrap_or(0)));
         }
-        if store
-            .replace(&stored.record, stored.mod_revision)
-            .await
-            .map_err(store_status)?
+        if breaker
+            .call(store.replace(&stored.record, stored.mod_revision))
+            .await?
             == Written::Done
         {
-            let fresh = store
-                .get(name)
-                .await
-                .map_err(store_status)?
-                .unwrap_or(stored);
+            let fresh = breaker.call(store.get(name)).await?.unwrap_or(stored);
             return Ok(schedule_to_pb(&fresh));
         }
     }

@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::auth::{generate_secret, hash_secret, BOOTSTRAP_NAME};
-use crate::convert::store_status;
 use crate::Shared;
 
 /// Longest expiry a token may be given: ten years.
@@ -83,10 +82,7 @@ impl TokenService for TokenApi {
                 .then(|| now + (request.expires_in_seconds as i64) * 1000),
             created_by: admitted.caller.name.clone(),
         };
-        self.shared.breaker.check()?;
-        let created = self.store.create(&record).await;
-        self.shared.breaker.record(&created);
-        if !created.map_err(store_status)? {
+        if !self.shared.breaker.call(self.store.create(&record)).await? {
             return Err(Status::already_exists(format!(
                 "a token named {:?} exists; revoke it first or choose another name",
                 record.name
@@ -110,10 +106,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.shared.auth.admit(&request, Action::ManageTokens)?;
         self.ready()?;
-        self.shared.breaker.check()?;
-        let loaded = self.store.load().await;
-        self.shared.breaker.record(&loaded);
-        let (mut records, _) = loaded.map_err(store_status)?;
+        let (mut records, _) = self.shared.breaker.call(self.store.load()).await?;
         records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListTokensResponse {
             tokens: records.iter().map(token_to_pb).collect(),
@@ -128,10 +121,7 @@ impl TokenService for TokenApi {
         self.ready()?;
         let name = request.into_inner().name;
         validate_token_name(&name).map_err(Status::invalid_argument)?;
-        self.shared.breaker.check()?;
-        let revoked = self.store.revoke(&name).await;
-        self.shared.breaker.record(&revoked);
-        if !revoked.map_err(store_status)? {
+        if !self.shared.breaker.call(self.store.revoke(&name)).await? {
             return Err(Status::not_found(format!("no token named {name:?}")));
         }
         self.shared

@@ -77,6 +77,32 @@ impl StoreError {
             StoreError::Etcd(_) | StoreError::WatchEnded { .. } | StoreError::Unavailable(_)
         )
     }
+
+    /// Whether the store could not be reached or did not answer in time (a
+    /// transport error, a timeout, no etcd leader), as opposed to an answer
+    /// (not found, a lost compare, a failed fence, a value it refused). What
+    /// the API's circuit breaker counts as a failure.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Etcd(
+                etcd_client::Error::IoError(_) | etcd_client::Error::TransportError(_),
+            ) => true,
+            // tonic reports a refused or broken connection as Unavailable (or,
+            // for some HTTP/2 failures, Unknown) and the client's request
+            // timeout as Cancelled; etcd answers "no leader" or "request timed
+            // out" as Unavailable or DeadlineExceeded.
+            StoreError::Etcd(etcd_client::Error::GRpcStatus(status)) => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+            ),
+            // The in-memory store told to fail stands for an unreachable one.
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

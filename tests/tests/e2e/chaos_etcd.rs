@@ -78,8 +78,11 @@ fn etcd_outage(outage: Outage) {
         Outage::Killed => cluster.kill_etcd(),
         Outage::Frozen => cluster.stop_node("etcd"),
     }
-    // All through one coordinator, so that its circuit breaker is exercised:
-    // the first call waits for the etcd request timeout, the next fail fast.
+    // All through one coordinator, so that one circuit breaker sees them all.
+    // It opens once half of at least 5 calls in 10 s failed: refused
+    // connections (killed etcd) fail at once and open it after 5 calls; calls
+    // that time out (frozen etcd) each wait for the request timeout, and one
+    // after another do not reach 5 within the outage.
     let mut calls = Vec::new();
     while down_at.elapsed() < OUTAGE {
         let key = format!("during-{}", calls.len());
