@@ -12,6 +12,8 @@ mod bad_input;
 mod chaos;
 #[path = "e2e/chaos_etcd.rs"]
 mod chaos_etcd;
+#[path = "e2e/chaos_frozen_leader.rs"]
+mod chaos_frozen_leader;
 #[path = "e2e/chaos_split_brain.rs"]
 mod chaos_split_brain;
 #[path = "e2e/chaos_worker.rs"]

@@ -1,14 +1,14 @@
 //! The public `JobService`. Any coordinator serves it: submissions and reads go
 //! straight to etcd; calls that need the leader's live view (cancel, workers,
 //! cluster status) are handled by the leader's brain, or forwarded to the leader
-//! when this coordinator follows.
+//! when this coordinator follows, within a bound; a follower whose leader does
+//! not answer answers cluster status and workers from etcd ([`follower`]).
 
 use std::sync::Arc;
 
 use augur_core::auth::Action;
 use augur_core::{now_ms, JobId, JobRecord, JobState};
 use augur_proto::v1 as pb;
-use augur_proto::v1::job_service_client::JobServiceClient;
 use augur_proto::v1::job_service_server::JobService;
 use augur_store::CreateOutcome;
 use augur_telemetry::context::{self, PhaseSpan};
@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::convert::{job_to_pb, spec_input, state_from_pb, store_status, worker_to_pb};
+
+mod follower;
 use crate::leader::{LeaderInput, StatusSnapshot};
 use crate::Shared;
 
@@ -120,38 +122,6 @@ impl Api {
                 })
             }
         }
-    }
-
-    /// A client to the current leader, for calls a follower cannot answer.
-    async fn leader_client(&self) -> Result<JobServiceClient<tonic::transport::Channel>, Status> {
-        let leader = self
-            .shared
-            .breaker
-            .call(self.shared.leadership.current())
-            .await?
-            .ok_or_else(|| Status::unavailable("no leader elected yet; retry shortly"))?;
-        if leader.node_id == self.shared.node_id {
-            return Err(Status::unavailable("leadership is changing; retry shortly"));
-        }
-        // Deadlines, so a call forwarded to a frozen leader fails instead of hanging.
-        let unreachable = |e: tonic::transport::Error| {
-            Status::unavailable(format!(
-                "leader {} at {} unreachable: {e}",
-                leader.node_id, leader.address
-            ))
-        };
-        let mut endpoint =
-            tonic::transport::Endpoint::from_shared(leader.address.clone()).map_err(unreachable)?;
-        if let Some(tls) = &self.shared.peer_tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(unreachable)?;
-        }
-        let channel = endpoint
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .timeout(std::time::Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(unreachable)?;
-        Ok(JobServiceClient::new(channel))
     }
 
     /// A submitter may act only on its own jobs; admins on any.
@@ -338,9 +308,14 @@ impl JobService for Api {
         let id = parse_id(&request.get_ref().job_id)?;
         self.check_owner(&admitted.caller, &id).await?;
         let Some(leader) = self.shared.leader() else {
-            let mut client = self.leader_client().await?;
+            let target = self.leader_to_forward_to().await?;
             let (metadata, _, inner) = request.into_parts();
-            return client.cancel_job(forwarded(&metadata, inner)).await;
+            let forwarded = forwarded(&metadata, inner);
+            return self
+                .forward(&target, |mut client| async move {
+                    client.cancel_job(forwarded).await
+                })
+                .await;
         };
         let (reply, rx) = oneshot::channel();
         leader.send(LeaderInput::Cancel { id, reply })?;
@@ -362,25 +337,7 @@ impl JobService for Api {
             Some(s) => Ok(Response::new(pb::ListWorkersResponse {
                 workers: s.workers,
             })),
-            None => match self.leader_client().await {
-                Ok(mut client) => {
-                    let (metadata, _, inner) = request.into_parts();
-                    client.list_workers(forwarded(&metadata, inner)).await
-                }
-                // No leader to ask: report registrations from etcd.
-                Err(_) => {
-                    let (workers, _) = self
-                        .shared
-                        .breaker
-                        .call(self.shared.leader_stores.registry.list())
-                        .await?;
-                    let workers = workers
-                        .iter()
-                        .map(|w| worker_to_pb(w, 0, pb::WorkerState::Disconnected))
-                        .collect();
-                    Ok(Response::new(pb::ListWorkersResponse { workers }))
-                }
-            },
+            None => self.follower_list_workers(request).await,
         }
     }
 
@@ -497,24 +454,9 @@ impl JobService for Api {
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         self.shared.metrics.api("cluster_status");
         let _admitted = self.shared.auth.admit(&request, Action::Read)?;
-        let leader = self
-            .shared
-            .breaker
-            .call(self.shared.leadership.current())
-            .await?;
-        let snapshot = match self.snapshot().await? {
-            Some(s) => s,
-            None if leader.is_some() => {
-                let mut client = self.leader_client().await?;
-                let (metadata, _, inner) = request.into_parts();
-                let mut answer = client
-                    .cluster_status(forwarded(&metadata, inner))
-                    .await?
-                    .into_inner();
-                answer.answered_by = self.shared.node_id.clone();
-                return Ok(Response::new(answer));
-            }
-            None => StatusSnapshot::default(),
+        let leader = self.current_leader().await?;
+        let Some(snapshot) = self.snapshot().await? else {
+            return self.follower_cluster_status(request, leader).await;
         };
         let (leader_id, address, epoch) = leader
             .map(|l| (l.node_id, l.address, l.epoch))

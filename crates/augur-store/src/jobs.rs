@@ -189,6 +189,17 @@ impl JobStore {
         }
     }
 
+    /// How many jobs are pending: the entries of the pending index, counted
+    /// by etcd without sending them.
+    pub async fn count_pending(&self) -> Result<u64> {
+        let prefix = self.keys.pending_prefix();
+        let opts = GetOptions::new()
+            .with_range(prefix_end(&prefix))
+            .with_count_only();
+        let resp = self.client.clone().get(prefix, Some(opts)).await?;
+        Ok(u64::try_from(resp.count()).unwrap_or(0))
+    }
+
     /// Every job not in a terminal state, and the revision they were read at (a
     /// watch started after it misses nothing).
     pub async fn load_active(&self) -> Result<(Vec<JobRecord>, i64)> {
