@@ -12,10 +12,8 @@ use augur_core::{now_ms, JobId, WorkerId, WorkerInfo};
 use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as In;
 use augur_proto::v1::worker_message::Kind as Out;
-use augur_proto::v1::worker_service_client::WorkerServiceClient;
 use augur_store::{Keys, Leadership, LeaseHandle, WorkerRegistry};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -28,6 +26,8 @@ use crate::convert::{finished_message, spec_from_pb};
 use crate::executor::{ExecRequest, Executor};
 use crate::output::OutputStore;
 use crate::WorkerError;
+
+mod session;
 
 /// Everything a worker needs to run.
 #[derive(Clone, Debug)]
@@ -152,7 +152,7 @@ impl Agent {
                 epoch: a.epoch,
             })
             .collect();
-        for r in self.buffer.pending() {
+        for r in self.buffer.pending_refs() {
             held.push(pb::AttemptRef {
                 job_id: r.job_id,
                 attempt: r.attempt,
@@ -230,6 +230,23 @@ pub async fn run(
             .instrument(tracing::info_span!("registration")),
     );
     let purge = tokio::spawn(purge_outputs(agent.clone(), stopped.clone()));
+    // Re-resolves the leader every heartbeat interval, off the stream's loop.
+    let (leader_tx, mut leader_changes) = watch::channel(None);
+    let follower = tokio::spawn(
+        session::follow_leader(
+            {
+                let leadership = leadership.clone();
+                move || {
+                    let leadership = leadership.clone();
+                    async move { leadership.current().await }
+                }
+            },
+            config.heartbeat,
+            leader_tx,
+            stopped.clone(),
+        )
+        .instrument(tracing::info_span!("leader_follower")),
+    );
     let shutdown = stopped;
 
     let mut backoff = Duration::from_millis(100);
@@ -241,7 +258,14 @@ pub async fn run(
     let mut failing_since: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
         let attached_before = sessions;
-        let result = session(&agent, &leadership, &shutdown, &mut sessions).await;
+        let result = session::session(
+            &agent,
+            &leadership,
+            &mut leader_changes,
+            &shutdown,
+            &mut sessions,
+        )
+        .await;
         if sessions != attached_before {
             failing_since = None;
         }
@@ -303,7 +327,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for task in [drain, registration, purge] {
+    for task in [drain, registration, purge, follower] {
         let _ = task.await;
     }
     info!("worker stopped");
@@ -416,96 +440,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// One stream to the current leader, until it breaks.
-async fn session(
-    agent: &Arc<Agent>,
-    leadership: &Leadership,
-    shutdown: &CancellationToken,
-    sessions: &mut u64,
-) -> Result<(), WorkerError> {
-    let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
-    // HTTP/2 pings notice a leader that is frozen (SIGSTOP, a long pause) even
-    // though its kernel still holds the TCP connection open.
-    let mut endpoint = tonic::transport::Endpoint::from_shared(leader.address.clone())
-        .map_err(|e| WorkerError::Config(format!("leader address {:?}: {e}", leader.address)))?;
-    if let Some(tls) = &agent.config.tls {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| WorkerError::Config(format!("TLS to {}: {e}", leader.address)))?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await?;
-    let mut client = WorkerServiceClient::new(channel);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let hello = pb::Hello {
-        worker_id: agent.id.to_string(),
-        running: agent.held_attempts(),
-        highest_epoch: *agent
-            .highest_epoch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-        lease_id: agent.lease_id.load(Ordering::Acquire),
-    };
-    let _ = tx.send(pb::WorkerMessage {
-        kind: Some(Out::Hello(hello)),
-    });
-    let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
-    if let Ok(value) = agent.id.to_string().parse() {
-        request.metadata_mut().insert("x-augur-worker-id", value);
-    }
-    if let Some(token) = &agent.config.join_token {
-        let value = token
-            .expose()
-            .parse()
-            .map_err(|_| WorkerError::Config("the join token is not printable ASCII".into()))?;
-        request.metadata_mut().insert("x-augur-join-token", value);
-    }
-    let mut inbound = client.attach(request).await?.into_inner();
-    *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
-    if *sessions > 0 {
-        agent.metrics.stream_reconnects.inc();
-    }
-    *sessions += 1;
-    info!(leader = %leader.node_id, epoch = leader.epoch, "attached to leader");
-    // Results the previous leader never acknowledged.
-    for result in agent.buffer.pending() {
-        let _ = tx.send(pb::WorkerMessage {
-            kind: Some(Out::Finished(finished_message(&result))),
-        });
-    }
-    let mut heartbeat = tokio::time::interval(agent.config.heartbeat);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = heartbeat.tick() => {
-                let running = agent.held_attempts();
-                let beat = pb::Heartbeat { running_count: running.len() as u32, running };
-                let _ = tx.send(pb::WorkerMessage { kind: Some(Out::Heartbeat(beat)) });
-                // Follow the election: a stream to a deposed leader is dropped
-                // even if that leader has not noticed yet.
-                if let Ok(Some(now)) = leadership.current().await {
-                    if now.epoch != leader.epoch {
-                        info!(old = %leader.node_id, new = %now.node_id, "leader changed; reattaching");
-                        return Ok(());
-                    }
-                }
-            }
-            msg = inbound.message() => {
-                let Some(msg) = msg? else { return Ok(()) };
-                if let Some(kind) = msg.kind {
-                    handle(agent, kind);
-                }
-            }
-        }
-    }
 }
 
 fn handle(agent: &Arc<Agent>, msg: In) {

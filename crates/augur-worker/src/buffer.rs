@@ -100,6 +100,15 @@ impl BufferedResult {
     }
 }
 
+/// Which attempt a buffered result is for: what a heartbeat lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRef {
+    pub job_id: String,
+    pub attempt: u32,
+    /// Epoch of the leader that assigned the attempt.
+    pub epoch: i64,
+}
+
 /// Why a buffer operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -294,6 +303,22 @@ impl ResultBuffer {
         results
     }
 
+    /// Which attempts have results awaiting acknowledgement, without copying
+    /// the results (heartbeats list them every interval; their output tails
+    /// are only sent again after a reconnect, from [`ResultBuffer::pending`]).
+    pub fn pending_refs(&self) -> Vec<ResultRef> {
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .map(|((job_id, attempt), (result, _))| ResultRef {
+                job_id: job_id.clone(),
+                attempt: *attempt,
+                epoch: result.epoch,
+            })
+            .collect()
+    }
+
     /// Forgets an acknowledged result. Acknowledging an unknown result is not an
     /// error: acks may repeat after a reconnect.
     pub fn ack(&self, job_id: &str, attempt: u32) -> Result<(), BufferError> {
@@ -436,6 +461,31 @@ mod tests {
             stderr_tail: b"err".to_vec(),
             message: "exited with code 1".into(),
         }
+    }
+
+    // Regression (issue 12): heartbeats cloned every buffered result, output
+    // tails included; they only need which attempts are held.
+    #[test]
+    fn pending_refs_name_the_held_attempts_and_follow_acks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let buffer = ResultBuffer::open(dir.path(), 10).expect("opens");
+        buffer.push(&result("B", 2, 20)).expect("push");
+        buffer.push(&result("A", 1, 30)).expect("push");
+        let refs = |b: &ResultBuffer| {
+            let mut refs = b.pending_refs();
+            refs.sort_by(|x, y| (&x.job_id, x.attempt).cmp(&(&y.job_id, y.attempt)));
+            refs
+        };
+        let held = |job: &str, attempt| ResultRef {
+            job_id: job.into(),
+            attempt,
+            epoch: 7,
+        };
+        assert_eq!(refs(&buffer), vec![held("A", 1), held("B", 2)]);
+        buffer.ack("B", 2).expect("ack");
+        assert_eq!(refs(&buffer), vec![held("A", 1)]);
+        // The full results are still there for the replay after a reconnect.
+        assert_eq!(buffer.pending(), vec![result("A", 1, 30)]);
     }
 
     #[test]
