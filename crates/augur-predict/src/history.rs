@@ -12,12 +12,12 @@
 //!
 //! **Causality** is the caller's duty and the whole point: a record may be
 //! [`History::observe`]d only once its job has finished (its `finished_at_ms` is
-//! not after the moment a prediction is made). [`crate::replay::CausalReplay`]
-//! enforces that order for offline replays.
+//! not after the moment a prediction is made). [`crate::replay::causal_order`]
+//! gives that order for offline replays.
 //!
 //! Runtimes are normalised to a speed-1 worker (runtime × worker speed) and
-//! floored at one second, so ln(runtime) is finite and jobs run on workers of
-//! different speeds are comparable.
+//! floored at [`MIN_RUNTIME_S`] (10 ms), so ln(runtime) is finite and jobs run
+//! on workers of different speeds are comparable.
 
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! Prediction-quality measures, as in the runtime-prediction literature.
 //!
-//! Both the prediction `p` and the actual runtime `a` are floored at one second
-//! (so a 0-second job is not an infinite error):
+//! Both the prediction `p` and the actual runtime `a` are floored at
+//! [`MIN_RUNTIME_S`] (10 ms), so a 0-second job is not an infinite error:
 //!
 //! * `within_2x`: share of jobs with `a/2 <= p <= 2a`;
 //! * `median_abs_log2`: median of `|log2(p/a)|` (0 = perfect, 1 = off by 2x);
