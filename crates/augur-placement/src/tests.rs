@@ -82,7 +82,7 @@ fn workload(n: usize) -> Vec<RunRecord> {
 }
 
 #[test]
-fn predictive_prefers_short_jobs_and_fast_workers() {
+fn oracle_prefers_short_jobs_and_fast_workers() {
     let mut s = scheduler(Policy::Oracle);
     s.worker_up("slow".into(), worker(1, 1.0, &[]));
     s.worker_up("fast".into(), worker(1, 4.0, &[]));
@@ -100,6 +100,73 @@ fn predictive_prefers_short_jobs_and_fast_workers() {
     assert!(!decisions[0].candidates.is_empty());
     assert_eq!(s.queued(), 1);
     assert_eq!(s.running(), 2);
+}
+
+/// A run of job class `name` for user "a".
+fn classed(i: usize, name: &str, submit_s: i64, runtime_s: f64) -> RunRecord {
+    RunRecord {
+        name: name.into(),
+        ..run(i, "a", submit_s, runtime_s)
+    }
+}
+
+// Regression (issue 12): the test named for predictive placement ran the
+// oracle. Here the true runtimes say the opposite of the history, so only a
+// policy that orders and places by the model's predictions passes.
+#[test]
+fn predictive_prefers_jobs_predicted_short_and_fast_workers() {
+    // History: class "quick" runs ~10 s, class "slow" ~1000 s.
+    let history: Vec<RunRecord> = (0..60)
+        .map(|i| {
+            let (name, runtime) = if i % 2 == 0 {
+                ("quick", 10.0 + (i % 3) as f64)
+            } else {
+                ("slow", 1000.0 + (i % 5) as f64 * 10.0)
+            };
+            classed(i, name, i as i64 * 60, runtime)
+        })
+        .collect();
+    let train = augur_predict::TrainConfig {
+        min_records: 20,
+        ..augur_predict::TrainConfig::default()
+    };
+    let model = augur_predict::train(&history, &train, 1, 0).expect("trains");
+    let predictor = RuntimePredictor::with_model(
+        Some(model),
+        augur_predict::History::from_records(&history),
+        PredictorConfig::default(),
+    );
+    let mut s: Scheduler<usize, String> =
+        Scheduler::new(SchedulerConfig::with_policy(Policy::Predictive), predictor);
+    s.worker_up("slow-worker".into(), worker(1, 1.0, &[]));
+    s.worker_up("fast-worker".into(), worker(1, 4.0, &[]));
+    let now_s = 60 * 60 + 2000;
+    // Submitted first: a "slow" job that will in truth take 1 s; then a
+    // "quick" one that will in truth take 5000 s.
+    let mut slow_job = request(classed(100, "slow", now_s, 0.0), 1, BTreeMap::new());
+    slow_job.actual_work_s = Some(1.0);
+    let mut quick_job = request(classed(101, "quick", now_s, 0.0), 1, BTreeMap::new());
+    quick_job.actual_work_s = Some(5000.0);
+    s.job_arrived(0, slow_job, now_s * 1000);
+    s.job_arrived(1, quick_job, now_s * 1000);
+    let decisions = s.next_assignments(now_s * 1000);
+    let placed: Vec<(usize, &str)> = decisions
+        .iter()
+        .map(|d| (d.job, d.worker.as_str()))
+        .collect();
+    // Predicted shortest first, onto the fastest free worker.
+    assert_eq!(placed, vec![(1, "fast-worker"), (0, "slow-worker")]);
+    for d in &decisions {
+        assert_eq!(d.policy, Policy::Predictive);
+        assert_eq!(d.fallback, None, "placed by the model, not least-loaded");
+    }
+    let predicted = |job: usize| s.prediction(&job).map(|p| p.seconds).expect("predicted");
+    assert!(
+        predicted(1) < 100.0 && predicted(0) > 100.0,
+        "{} / {}",
+        predicted(1),
+        predicted(0)
+    );
 }
 
 #[test]
