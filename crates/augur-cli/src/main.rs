@@ -5,6 +5,7 @@ mod bench;
 mod bench_placement;
 mod client;
 mod connection;
+mod defaults;
 mod demo;
 mod dev;
 mod etcd;
@@ -167,5 +168,95 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The command line with no flags beyond `args`, parsed.
+    fn parse(args: &[&str]) -> super::Command {
+        use clap::Parser;
+        let mut full = vec!["augur"];
+        full.extend_from_slice(args);
+        super::Cli::try_parse_from(full).expect("parses").command
+    }
+
+    // Regression (issue 12): defaults were written twice, in the clap
+    // attributes and in the libraries' `*Config::new`; the flags now take them
+    // from the libraries, and must come out the same.
+    #[test]
+    fn coordinator_and_worker_flags_default_to_the_library_configs() {
+        let super::Command::Coordinator(args) = parse(&["coordinator", "--insecure"]) else {
+            panic!("not the coordinator command");
+        };
+        let flags = args.config().expect("a configuration");
+        let library = augur_coordinator::CoordinatorConfig::new(
+            &flags.node_id,
+            flags.etcd_endpoints.clone(),
+            flags.listen,
+        );
+        assert_eq!(
+            (
+                &flags.prefix,
+                flags.etcd_timeout,
+                flags.lease_ttl,
+                flags.max_txn_ops,
+                flags.max_output_tail,
+                flags.retention_age,
+                flags.retention_count,
+            ),
+            (
+                &library.prefix,
+                library.etcd_timeout,
+                library.lease_ttl,
+                library.max_txn_ops,
+                library.max_output_tail,
+                library.retention_age,
+                library.retention_count,
+            )
+        );
+        assert_eq!(
+            (
+                flags.run_retention,
+                flags.run_retention_count,
+                flags.retrain_interval,
+                flags.min_training_runs,
+            ),
+            (
+                library.run_retention,
+                library.run_retention_count,
+                library.retrain_interval,
+                library.min_training_runs,
+            )
+        );
+
+        let super::Command::Worker(args) = parse(&["worker"]) else {
+            panic!("not the worker command");
+        };
+        let flags = args.config().expect("a configuration");
+        let library = augur_worker::WorkerConfig::new(
+            &flags.node_id,
+            flags.etcd_endpoints.clone(),
+            flags.data_dir.clone(),
+        );
+        assert_eq!(
+            (
+                &flags.prefix,
+                flags.etcd_timeout,
+                flags.slots,
+                flags.lease_ttl,
+                flags.drain_timeout,
+                flags.output_retention,
+            ),
+            (
+                &library.prefix,
+                library.etcd_timeout,
+                library.slots,
+                library.lease_ttl,
+                library.drain_timeout,
+                library.output_retention,
+            )
+        );
+        assert_eq!(
+            flags.executor,
+            augur_worker::executor::Executor::Process(Default::default())
+        );
     }
 }

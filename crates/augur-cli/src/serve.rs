@@ -15,6 +15,8 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::defaults::{self, duration_default};
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"5s\""))
@@ -60,10 +62,10 @@ pub struct EtcdArgs {
     )]
     pub etcd_endpoints: String,
     /// Key prefix of this cluster in etcd.
-    #[arg(long, env = "AUGUR_ETCD_PREFIX", default_value = "/augur")]
+    #[arg(long, env = "AUGUR_ETCD_PREFIX", default_value = defaults::coordinator().prefix.as_str())]
     pub etcd_prefix: String,
     /// etcd request timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::coordinator().etcd_timeout), value_parser = parse_duration)]
     pub etcd_timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::EtcdSecurityArgs,
@@ -89,31 +91,31 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "AUGUR_NODE_ID", default_value = "coordinator-1")]
     pub node_id: String,
     /// Leadership lease TTL.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::coordinator().lease_ttl), value_parser = parse_duration)]
     pub lease_ttl: Duration,
     /// etcd's --max-txn-ops: leader batches are split to fit.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::coordinator().max_txn_ops)]
     pub max_txn_ops: usize,
-    /// Stdout/stderr tail kept with each job, e.g. "4KiB".
-    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    /// Stdout/stderr tail kept with each job, in bytes or e.g. "4KiB".
+    #[arg(long, default_value_t = defaults::coordinator().max_output_tail, value_parser = parse_size)]
     pub max_output_tail: usize,
     /// Finished jobs are removed after this age.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::coordinator().retention_age), value_parser = parse_duration)]
     pub retention_age: Duration,
     /// At most this many finished jobs are kept.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::coordinator().retention_count)]
     pub retention_count: usize,
     /// Run records (the placement model's training data) are kept this long.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::coordinator().run_retention), value_parser = parse_duration)]
     pub run_retention: Duration,
     /// At most this many run records are kept.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = defaults::coordinator().run_retention_count)]
     pub run_retention_count: usize,
     /// How often the leader retrains the runtime model on new runs.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::coordinator().retrain_interval), value_parser = parse_duration)]
     pub retrain_interval: Duration,
     /// Fewest recorded runs to train a model on.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults::coordinator().min_training_runs)]
     pub min_training_runs: usize,
     #[command(flatten)]
     pub security: crate::security::CoordinatorSecurityArgs,
@@ -167,7 +169,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "AUGUR_NODE_ID", default_value = "worker-1")]
     pub node_id: String,
     /// Concurrent job slots.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults::worker().slots)]
     pub slots: u32,
     /// Label k=v (repeatable), matched by job constraints.
     #[arg(long = "label", value_parser = parse_label)]
@@ -178,16 +180,16 @@ pub struct WorkerArgs {
     #[arg(long, value_enum, default_value_t = ExecutorKind::Process)]
     pub executor: ExecutorKind,
     /// Registration lease TTL.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::worker().lease_ttl), value_parser = parse_duration)]
     pub lease_ttl: Duration,
     /// On SIGTERM: how long running jobs may finish before they are handed back.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::worker().drain_timeout), value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Grace between SIGTERM and SIGKILL when a job is stopped.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::process().kill_grace), value_parser = parse_duration)]
     pub kill_grace: Duration,
     /// How long full job outputs stay on this worker's disk.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = duration_default!(defaults::worker().output_retention), value_parser = parse_duration)]
     pub output_retention: Duration,
     /// fsync each finished result before reporting it, so it survives a machine
     /// crash too (costs one fsync per job).
