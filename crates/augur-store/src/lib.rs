@@ -185,6 +185,15 @@ pub async fn connect(endpoints: &[String], request_timeout: Duration) -> Result<
     connect_secure(endpoints, request_timeout, &EtcdSecurity::default()).await
 }
 
+/// How often clients ping etcd. etcd's gRPC server closes a connection that
+/// pings more often than `--grpc-keepalive-min-time` (5 s by default) with
+/// "too many pings": the campaign client pinged every 2 s, and followers'
+/// campaigns broke with "broken pipe" every ~9 s (seen in the frozen-leader
+/// e2e test); the other client pinged at exactly the minimum. 10 s stays
+/// clear of it on any etcd configured at its default or lower.
+const ETCD_PING_INTERVAL: Duration = Duration::from_secs(10);
+const ETCD_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// As [`connect`], with TLS and/or an etcd user.
 pub async fn connect_secure(
     endpoints: &[String],
@@ -194,7 +203,7 @@ pub async fn connect_secure(
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(request_timeout)
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+        .with_keep_alive(ETCD_PING_INTERVAL, ETCD_PING_TIMEOUT)
         .with_keep_alive_while_idle(true);
     connect_tracked(endpoints, security.apply(options)?).await
 }
@@ -205,7 +214,7 @@ pub async fn connect_secure(
 pub async fn connect_blocking(endpoints: &[String], security: &EtcdSecurity) -> Result<EtcdClient> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(3))
+        .with_keep_alive(ETCD_PING_INTERVAL, ETCD_PING_TIMEOUT)
         .with_keep_alive_while_idle(true);
     connect_tracked(endpoints, security.apply(options)?).await
 }

@@ -435,3 +435,38 @@ fn takeover_waits_for_late_workers_and_requeues_the_absent() {
     assert!(world.unfinished().is_empty());
     assert_eq!(world.store[&queued].state, JobState::Succeeded);
 }
+
+/// A cancel accepted while the job's worker was between streams went to the
+/// dead stream and was never sent again: the job stayed running with
+/// `cancel_requested` (found by an e2e run).
+#[test]
+fn a_cancel_made_while_the_worker_was_away_is_sent_when_it_reattaches() {
+    let mut world = world();
+    let id = world.submit(3, 1);
+    world.advance(1);
+    world.commit();
+    let w = worker_id(2);
+    let key = first_held(&world, &w).expect("assigned");
+    let at_ms = world.now.wall_ms;
+    world.send_from(
+        &w,
+        FromWorker::Started {
+            attempt: key,
+            at_ms,
+        },
+    );
+    let old = world.conn_of.remove(&w).expect("attached");
+    world.input(Input::Detached {
+        worker: w.clone(),
+        conn: old,
+    });
+    world.input(Input::Cancel { id, reply: 0 });
+    world.cancels_issued += 1;
+    world.commit();
+    assert!(world.store[&id].cancel_requested);
+    let conn = world.attach(&w);
+    assert!(
+        world.inbox[&conn].contains(&ToWorker::Cancel(key)),
+        "the cancel is sent on the new stream"
+    );
+}

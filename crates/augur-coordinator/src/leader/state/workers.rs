@@ -169,6 +169,23 @@ impl<R> LeaderState<R> {
                 now,
             );
         }
+        // A cancel accepted while the worker was between streams went nowhere:
+        // send it again for every attempt it still runs.
+        let to_cancel: Vec<AttemptKey> = reported
+            .iter()
+            .filter(|key| {
+                self.jobs.get(&key.job).is_some_and(|j| {
+                    j.cancel_requested
+                        && j.attempt == key.attempt
+                        && j.state.is_active()
+                        && j.worker_id.as_ref() == Some(&worker)
+                })
+            })
+            .copied()
+            .collect();
+        for key in to_cancel {
+            self.send(&worker, ToWorker::Cancel(key));
+        }
     }
 
     pub(super) fn detached(&mut self, worker: &WorkerId, conn: ConnId, now: Now) {
