@@ -511,26 +511,11 @@ fn handle(agent: &Arc<Agent>, msg: In) {
             );
             // The job continues this trace: its own spans are children of job.execute.
             let carrier = execute.carrier();
-            let mut extra_env = Vec::new();
-            for (key, var) in [("traceparent", "TRACEPARENT"), ("tracestate", "TRACESTATE")] {
-                if let Some(value) = carrier.get(key) {
-                    extra_env.push((var.to_string(), value.clone()));
-                }
-            }
-            // The worker's declared speed (label `speed`), so a simulated
-            // workload on one machine can scale its duration by it.
-            if let Some(speed) = agent.config.labels.get("speed") {
-                extra_env.push(("AUGUR_WORKER_SPEED".to_string(), speed.clone()));
-            }
-            // A scheduled job learns which schedule and tick it runs for.
-            for (label, var) in [
-                ("augur.schedule", "AUGUR_SCHEDULE"),
-                ("augur.schedule_tick_ms", "AUGUR_SCHEDULED_AT_MS"),
-            ] {
-                if let Some(value) = spec.labels.get(label) {
-                    extra_env.push((var.to_string(), value.clone()));
-                }
-            }
+            let extra_env = crate::executor::environment::worker_variables(
+                &carrier,
+                &agent.config.labels,
+                &spec,
+            );
             let (trace_id, span_id) = context::ids(&carrier);
             let request = ExecRequest {
                 job_id,

@@ -11,7 +11,8 @@
 //! 2. the job spec's `env` (which may not set `AUGUR_*`, `TRACEPARENT` or
 //!    `TRACESTATE`; validation refuses those);
 //! 3. `AUGUR_JOB_ID` and `AUGUR_ATTEMPT`;
-//! 4. the variables the worker adds itself ([`super::ExecRequest::extra_env`]:
+//! 4. the variables the worker adds itself ([`worker_variables`], passed as
+//!    [`super::ExecRequest::extra_env`]:
 //!    `TRACEPARENT`, `TRACESTATE`, `AUGUR_SCHEDULED_AT_MS`, ...).
 //!
 //! Nothing else of the worker's environment reaches the job.
@@ -79,6 +80,37 @@ where
         env.insert(key.into(), value.into());
     }
     env
+}
+
+/// The variables the worker adds itself (layer 4): the trace context of the
+/// attempt's `job.execute` span (`TRACEPARENT`, `TRACESTATE`), the worker's
+/// declared speed (`AUGUR_WORKER_SPEED`, so a simulated workload on one
+/// machine can scale its duration by it) and, for a scheduled job, which
+/// schedule and tick it runs for (`AUGUR_SCHEDULE`, `AUGUR_SCHEDULED_AT_MS`).
+/// The one place besides [`job_environment`] that decides a job's variables.
+pub fn worker_variables(
+    trace_carrier: &BTreeMap<String, String>,
+    worker_labels: &BTreeMap<String, String>,
+    spec: &augur_core::JobSpec,
+) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for (key, var) in [("traceparent", "TRACEPARENT"), ("tracestate", "TRACESTATE")] {
+        if let Some(value) = trace_carrier.get(key) {
+            vars.push((var.to_string(), value.clone()));
+        }
+    }
+    if let Some(speed) = worker_labels.get("speed") {
+        vars.push(("AUGUR_WORKER_SPEED".to_string(), speed.clone()));
+    }
+    for (label, var) in [
+        ("augur.schedule", "AUGUR_SCHEDULE"),
+        ("augur.schedule_tick_ms", "AUGUR_SCHEDULED_AT_MS"),
+    ] {
+        if let Some(value) = spec.labels.get(label) {
+            vars.push((var.to_string(), value.clone()));
+        }
+    }
+    vars
 }
 
 #[cfg(test)]
@@ -169,6 +201,49 @@ mod tests {
                 "USER"
             ]
         );
+    }
+
+    #[test]
+    fn worker_variables_carry_the_trace_the_speed_and_the_schedule() {
+        let mut spec = JobSpecInput {
+            command: "true".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid spec");
+        spec.labels
+            .insert("augur.schedule".into(), "nightly".into());
+        spec.labels
+            .insert("augur.schedule_tick_ms".into(), "1700000000000".into());
+        let carrier = BTreeMap::from([("traceparent".to_string(), "00-aa-bb-01".to_string())]);
+        let labels = BTreeMap::from([("speed".to_string(), "2".to_string())]);
+        let vars: BTreeMap<String, String> = worker_variables(&carrier, &labels, &spec)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            vars.get("TRACEPARENT").map(String::as_str),
+            Some("00-aa-bb-01")
+        );
+        assert_eq!(
+            vars.get("AUGUR_WORKER_SPEED").map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(
+            vars.get("AUGUR_SCHEDULE").map(String::as_str),
+            Some("nightly")
+        );
+        assert_eq!(
+            vars.get("AUGUR_SCHEDULED_AT_MS").map(String::as_str),
+            Some("1700000000000")
+        );
+        assert!(!vars.contains_key("TRACESTATE"));
+        let plain = JobSpecInput {
+            command: "true".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid spec");
+        assert!(worker_variables(&BTreeMap::new(), &BTreeMap::new(), &plain).is_empty());
     }
 
     #[test]
