@@ -178,7 +178,7 @@ pub(crate) async fn trainer(
     }
 }
 
-/// Follows `/config/placement`: every valid new configuration reaches the brain.
+/// Follows `/config/placement`: every valid new configuration reaches the leader's core.
 pub(crate) async fn follow_config(
     configs: PlacementConfigStore,
     mut revision: i64,

@@ -40,7 +40,7 @@ const TERM_END_DEADLINE: Duration = Duration::from_secs(5);
 /// Messages to a worker's stream.
 pub(crate) type WorkerTx = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, Status>>;
 
-/// What the brain reacts to.
+/// What reaches the leader's shell (decoded into core inputs there).
 pub(crate) enum LeaderInput {
     /// A job this coordinator just made durable.
     Submitted(Box<JobRecord>),
@@ -114,7 +114,7 @@ pub struct LeaderSettings {
     pub min_training_runs: usize,
 }
 
-/// How API handlers reach the brain while this node leads.
+/// How API handlers reach the leader's shell while this node leads.
 #[derive(Clone)]
 pub struct LeaderHandle {
     pub(crate) tx: mpsc::UnboundedSender<LeaderInput>,

@@ -31,7 +31,7 @@ const MAX_BATCH: usize = 2048;
 
 /// Done once the records of its batch are durable.
 pub(crate) enum AfterCommit {
-    /// Send a message to a worker; on failure tell the brain the worker missed it.
+    /// Send a message to a worker; on failure tell the shell the worker missed it.
     Send {
         tx: WorkerTx,
         msg: Box<pb::CoordinatorMessage>,
@@ -51,7 +51,7 @@ pub(crate) struct WriteRequest {
     pub after: Option<AfterCommit>,
 }
 
-/// Handle used by the brain to queue writes.
+/// Handle used by the shell to queue writes.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<WriteRequest>,
