@@ -458,17 +458,6 @@ impl JobService for Api {
         let Some(snapshot) = self.snapshot().await? else {
             return self.follower_cluster_status(request, leader).await;
         };
-        let (leader_id, address, epoch) = leader
-            .map(|l| (l.node_id, l.address, l.epoch))
-            .unwrap_or_default();
-        Ok(Response::new(pb::ClusterStatusResponse {
-            leader: leader_id,
-            leader_address: address,
-            epoch,
-            workers: snapshot.workers,
-            answered_by: self.shared.node_id.clone(),
-            pending_jobs: snapshot.pending,
-            running_jobs: snapshot.running,
-        }))
+        Ok(self.status_response(leader, snapshot.workers, snapshot.pending, snapshot.running))
     }
 }

@@ -163,31 +163,26 @@ mod tests {
         JobRecord::new(JobId::generate(), spec, 1_000)
     }
 
+    fn write(job: &JobRecord) -> [RecordWrite; 1] {
+        [RecordWrite {
+            job: job.clone(),
+            run: None,
+        }]
+    }
+
     #[tokio::test]
     async fn an_older_fence_cannot_commit_after_a_new_election() {
         let store = MemoryJobStore::new();
         let old = store.elect(5);
         let mut record = job();
         store
-            .commit_batch(
-                &old,
-                &[RecordWrite {
-                    job: record.clone(),
-                    run: None,
-                }],
-            )
+            .commit_batch(&old, &write(&record))
             .await
             .expect("current leader commits");
         let _new = store.elect(9);
         record.worker_id = Some(WorkerId::new("w1").expect("id"));
         let err = store
-            .commit_batch(
-                &old,
-                &[RecordWrite {
-                    job: record.clone(),
-                    run: None,
-                }],
-            )
+            .commit_batch(&old, &write(&record))
             .await
             .expect_err("deposed leader is fenced");
         assert!(matches!(err, StoreError::Fenced { epoch: 5 }));
@@ -201,10 +196,7 @@ mod tests {
         let fence = store.elect(1);
         store.fail_next_commits(1);
         let record = job();
-        let write = [RecordWrite {
-            job: record.clone(),
-            run: None,
-        }];
+        let write = write(&record);
         assert!(store.commit_batch(&fence, &write).await.is_err());
         assert!(store.job(&record.id).is_none());
         store

@@ -211,19 +211,30 @@ impl Api {
             .breaker
             .call(self.shared.leader_stores.jobs.count_pending())
             .await?;
+        // What runs is known to the leader only.
+        Ok(self.status_response(leader, workers, pending_jobs, 0))
+    }
+
+    /// A `ClusterStatus` answer from this node, naming the leader it believes in.
+    pub(super) fn status_response(
+        &self,
+        leader: Option<LeaderInfo>,
+        workers: Vec<pb::Worker>,
+        pending_jobs: u64,
+        running_jobs: u64,
+    ) -> Response<pb::ClusterStatusResponse> {
         let (leader_id, address, epoch) = leader
             .map(|l| (l.node_id, l.address, l.epoch))
             .unwrap_or_default();
-        Ok(Response::new(pb::ClusterStatusResponse {
+        Response::new(pb::ClusterStatusResponse {
             leader: leader_id,
             leader_address: address,
             epoch,
             workers,
             answered_by: self.shared.node_id.clone(),
             pending_jobs,
-            // What runs is known to the leader only.
-            running_jobs: 0,
-        }))
+            running_jobs,
+        })
     }
 }
 

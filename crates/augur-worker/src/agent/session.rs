@@ -251,6 +251,34 @@ mod tests {
         }
     }
 
+    /// The stream loop of a session with leader c3, fed by `in_rx`; returns
+    /// its task and what it sends.
+    fn spawn_pump(
+        agent: &Arc<Agent>,
+        in_rx: mpsc::UnboundedReceiver<Result<pb::CoordinatorMessage, tonic::Status>>,
+        mut changes: watch::Receiver<Option<LeaderInfo>>,
+        shutdown: &CancellationToken,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), WorkerError>>,
+        mpsc::UnboundedReceiver<pb::WorkerMessage>,
+    ) {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (agent, shutdown) = (agent.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            let inbound = UnboundedReceiverStream::new(in_rx);
+            pump(
+                &agent,
+                &leader(3),
+                inbound,
+                &out_tx,
+                &mut changes,
+                &shutdown,
+            )
+            .await
+        });
+        (task, out_rx)
+    }
+
     async fn next_heartbeat(out: &mut mpsc::UnboundedReceiver<pb::WorkerMessage>) -> pb::Heartbeat {
         loop {
             let message = tokio::time::timeout(BOUND, out.recv())
@@ -275,7 +303,7 @@ mod tests {
             .push(&buffered("01JTESTUNACKED00000000000A"))
             .expect("buffered");
         let shutdown = CancellationToken::new();
-        let (leader_tx, mut changes) = watch::channel(None);
+        let (leader_tx, changes) = watch::channel(None);
         let follower = tokio::spawn(follow_leader(
             std::future::pending,
             Duration::from_millis(10),
@@ -283,22 +311,7 @@ mod tests {
             shutdown.clone(),
         ));
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        let pumping = {
-            let (agent, shutdown) = (agent.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let inbound = UnboundedReceiverStream::new(in_rx);
-                pump(
-                    &agent,
-                    &leader(3),
-                    inbound,
-                    &out_tx,
-                    &mut changes,
-                    &shutdown,
-                )
-                .await
-            })
-        };
+        let (pumping, mut out_rx) = spawn_pump(&agent, in_rx, changes, &shutdown);
         // Several heartbeat intervals pass, each with the look-up hanging; every
         // heartbeat lists the unacknowledged result.
         for _ in 0..3 {
@@ -338,7 +351,7 @@ mod tests {
         let agent = agent(dir.path());
         let shutdown = CancellationToken::new();
         let answer: Arc<Mutex<Option<LeaderInfo>>> = Arc::new(Mutex::new(Some(leader(3))));
-        let (leader_tx, mut changes) = watch::channel(None);
+        let (leader_tx, changes) = watch::channel(None);
         let follower = tokio::spawn(follow_leader(
             {
                 let answer = answer.clone();
@@ -352,22 +365,7 @@ mod tests {
             shutdown.clone(),
         ));
         let (_in_tx, in_rx) = mpsc::unbounded_channel();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-        let pumping = {
-            let (agent, shutdown) = (agent.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let inbound = UnboundedReceiverStream::new(in_rx);
-                pump(
-                    &agent,
-                    &leader(3),
-                    inbound,
-                    &out_tx,
-                    &mut changes,
-                    &shutdown,
-                )
-                .await
-            })
-        };
+        let (pumping, mut out_rx) = spawn_pump(&agent, in_rx, changes, &shutdown);
         // The same leader, then none elected for a while: the stream stays.
         next_heartbeat(&mut out_rx).await;
         *answer.lock().unwrap_or_else(|p| p.into_inner()) = None;

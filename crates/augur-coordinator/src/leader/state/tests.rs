@@ -65,6 +65,17 @@ fn world() -> World {
     world
 }
 
+/// A world with one 3-slot job placed on the only worker that fits it (w2).
+fn one_job_on_w2() -> (World, augur_core::JobId, WorkerId, AttemptKey) {
+    let mut world = world();
+    let id = world.submit(3, 1);
+    world.advance(1);
+    world.commit();
+    let w = worker_id(2);
+    let key = first_held(&world, &w).expect("assigned to the only worker with 3 slots");
+    (world, id, w, key)
+}
+
 fn first_held(world: &World, w: &WorkerId) -> Option<AttemptKey> {
     world.holding.get(w).and_then(|h| h.first().copied())
 }
@@ -228,12 +239,7 @@ proptest! {
 /// acknowledged, so the worker re-sent it on every reconnect forever.
 #[test]
 fn an_unreadable_result_is_acknowledged_and_its_attempt_runs_again() {
-    let mut world = world();
-    let id = world.submit(3, 1);
-    world.advance(1);
-    world.commit();
-    let w = worker_id(2);
-    let key = first_held(&world, &w).expect("assigned to the only worker with 3 slots");
+    let (mut world, id, w, key) = one_job_on_w2();
     world.holding.get_mut(&w).map(Vec::clear);
     world.send_from(
         &w,
@@ -441,12 +447,7 @@ fn takeover_waits_for_late_workers_and_requeues_the_absent() {
 /// `cancel_requested` (found by an e2e run).
 #[test]
 fn a_cancel_made_while_the_worker_was_away_is_sent_when_it_reattaches() {
-    let mut world = world();
-    let id = world.submit(3, 1);
-    world.advance(1);
-    world.commit();
-    let w = worker_id(2);
-    let key = first_held(&world, &w).expect("assigned");
+    let (mut world, id, w, key) = one_job_on_w2();
     let at_ms = world.now.wall_ms;
     world.send_from(
         &w,
