@@ -143,6 +143,26 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
 /// The one mapping from store errors to gRPC statuses.
 pub fn store_status(err: StoreError) -> Status {
     match &err {
+        // etcd answered, and not because it is unreachable: say what it said
+        // with a code the caller can act on, not "unavailable, retry".
+        StoreError::Etcd(etcd_client::Error::GRpcStatus(status)) if !err.is_unavailable() => {
+            match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Status::invalid_argument(
+                    format!("the state store refused the request: {}", status.message()),
+                ),
+                tonic::Code::ResourceExhausted => Status::resource_exhausted(format!(
+                    "the state store is out of space or overloaded: {}",
+                    status.message()
+                )),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                    Status::internal(format!(
+                        "etcd refused this coordinator's credentials: {}",
+                        status.message()
+                    ))
+                }
+                _ => Status::unavailable(format!("state store unavailable: {err}")),
+            }
+        }
         StoreError::Etcd(_)
         | StoreError::WatchEnded { .. }
         | StoreError::LeaseExpired(_)
@@ -216,6 +236,36 @@ mod tests {
             reason: "bad json".into(),
         });
         assert_eq!(corrupt.code(), tonic::Code::Internal);
+    }
+
+    // Regression: every etcd answer was `Unavailable` (retry), even one a
+    // retry cannot cure, such as etcd's request size limit.
+    #[test]
+    fn etcd_answers_keep_a_code_the_caller_can_act_on() {
+        let etcd = |code, message: &str| {
+            store_status(StoreError::Etcd(etcd_client::Error::GRpcStatus(
+                tonic::Status::new(code, message),
+            )))
+        };
+        let too_large = etcd(
+            tonic::Code::InvalidArgument,
+            "etcdserver: request is too large",
+        );
+        assert_eq!(too_large.code(), tonic::Code::InvalidArgument);
+        assert!(too_large.message().contains("request is too large"));
+        let full = etcd(
+            tonic::Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
+        );
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        let creds = etcd(
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied",
+        );
+        assert_eq!(creds.code(), tonic::Code::Internal);
+        // Unreachable stays retryable.
+        let down = etcd(tonic::Code::Unavailable, "etcdserver: no leader");
+        assert_eq!(down.code(), tonic::Code::Unavailable);
     }
 
     #[test]
