@@ -18,6 +18,8 @@ mod chaos_frozen_leader;
 mod chaos_split_brain;
 #[path = "e2e/chaos_worker.rs"]
 mod chaos_worker;
+#[path = "e2e/cli_edges.rs"]
+mod cli_edges;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/dev_secure.rs"]

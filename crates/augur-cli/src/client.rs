@@ -29,16 +29,16 @@ pub struct JobArgs {
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
     /// Per-attempt time limit, e.g. "30s", "10m".
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration_text)]
     timeout: Option<String>,
     /// Retries after a failure of the job itself (attempts = retries + 1).
     #[arg(long)]
     retries: Option<u32>,
     /// First retry backoff, e.g. "1s"; doubles per retry, with jitter.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration_text)]
     backoff: Option<String>,
     /// Cap of the retry backoff, e.g. "5m".
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration_text)]
     max_backoff: Option<String>,
     /// Label k=v (repeatable).
     #[arg(long = "label", value_parser = parse_key_value)]
@@ -142,6 +142,18 @@ pub struct ListArgs {
     /// At most this many jobs (default: all).
     #[arg(long)]
     limit: Option<usize>,
+}
+
+/// A duration flag's text, checked for what the CLI can tell: a negative one
+/// is refused here (clap would otherwise suggest `-- -1s`, which makes it the
+/// command); the coordinator checks the rest and names the spec field.
+fn duration_text(text: &str) -> Result<String, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "{text:?}: durations cannot be negative (e.g. 30s, 10m)"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

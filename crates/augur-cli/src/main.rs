@@ -99,8 +99,28 @@ enum Command {
     Token(token::TokenCommand),
 }
 
+/// Lets a client command end quietly when its reader goes away (`augur list |
+/// head -1`), as `ls | head` does: the default SIGPIPE action ends the process
+/// instead of `println!` panicking on EPIPE. Only for commands that do not
+/// serve: sockets are written with MSG_NOSIGNAL by the standard library, so
+/// only stdout and stderr can raise SIGPIPE, but the servers keep Rust's
+/// default (ignored) all the same.
+fn quiet_on_closed_pipe() {
+    // SAFETY: setting a signal disposition to the default action, before any
+    // thread of ours exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Dev(_) | Command::Coordinator(_) | Command::Worker(_) | Command::Bench(_)
+    ) {
+        quiet_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -130,9 +130,7 @@ impl CoordinatorArgs {
         );
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
-        if let Some(a) = &self.advertise {
-            c.advertise = a.clone();
-        }
+
         c.lease_ttl = self.lease_ttl;
         c.max_txn_ops = self.max_txn_ops;
         c.max_output_tail = self.max_output_tail;
@@ -146,9 +144,7 @@ impl CoordinatorArgs {
         c.tls = self.security.server_tls();
         c.peer_tls = self.security.peer_tls();
         c.etcd_security = self.etcd.security.security()?;
-        if c.tls.is_some() && self.advertise.is_none() {
-            c.advertise = format!("https://{}", self.listen);
-        }
+        c.advertise = advertise_url(self.advertise.as_deref(), self.listen, c.tls.is_some())?;
         Ok(c)
     }
 }
@@ -340,4 +336,87 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let result = augur_worker::run(config, metrics.worker(), shutdown).await;
     tracing.shutdown(Duration::from_secs(3)).await;
     result.context("worker failed")
+}
+
+/// The URL workers and peers reach this coordinator at: `--advertise` as given
+/// (`http://` or `https://`, matching whether the API serves TLS), or
+/// `host:port` with the scheme added, or by default the listen address. A value
+/// workers could not use is refused at start, naming the flag, rather than
+/// accepted and then failing in every worker's log.
+fn advertise_url(
+    given: Option<&str>,
+    listen: std::net::SocketAddr,
+    tls: bool,
+) -> anyhow::Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let url =
+        match given.map(str::trim) {
+            None | Some("") => return Ok(format!("{scheme}://{listen}")),
+            Some(given) => match given.split_once("://") {
+                Some((given_scheme, _)) if given_scheme != scheme => anyhow::bail!(
+                "--advertise {given:?}: the API serves {}, so the URL must start with {scheme}://",
+                if tls { "TLS" } else { "plain HTTP/2 (no --tls-cert)" }
+            ),
+                Some(_) => given.to_string(),
+                None => format!("{scheme}://{given}"),
+            },
+        };
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--advertise {url:?}: not a URL: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+        anyhow::bail!(
+            "--advertise {url:?}: give a host and a port, e.g. {scheme}://coordinator-1:7070"
+        );
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        anyhow::bail!("--advertise {url:?}: no path, only {scheme}://HOST:PORT");
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    use super::advertise_url;
+
+    fn listen() -> std::net::SocketAddr {
+        "0.0.0.0:7070".parse().expect("address")
+    }
+
+    // Regression (issue 13): `--advertise 127.0.0.1:7070` was accepted and then
+    // every worker failed with "invalid URL, scheme is missing".
+    #[test]
+    fn host_and_port_get_the_scheme_of_the_api() {
+        assert_eq!(
+            advertise_url(Some("127.0.0.1:7070"), listen(), false).expect("ok"),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            advertise_url(Some("coordinator-1:7070"), listen(), true).expect("ok"),
+            "https://coordinator-1:7070"
+        );
+        assert_eq!(
+            advertise_url(None, listen(), true).expect("ok"),
+            "https://0.0.0.0:7070"
+        );
+        assert_eq!(
+            advertise_url(Some("http://c1:7070"), listen(), false).expect("ok"),
+            "http://c1:7070"
+        );
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_naming_the_flag() {
+        for (given, tls) in [
+            ("https://c1:7070", false),
+            ("http://c1:7070", true),
+            ("c1", false),
+            ("http://c1:7070/api", false),
+            ("http://:7070", false),
+            ("ftp://c1:7070", false),
+        ] {
+            let err = advertise_url(Some(given), listen(), tls).expect_err(given);
+            assert!(err.to_string().starts_with("--advertise"), "{given}: {err}");
+        }
+    }
 }
