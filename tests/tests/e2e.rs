@@ -44,6 +44,8 @@ mod metrics;
 mod placement_cli;
 #[path = "e2e/placement_store.rs"]
 mod placement_store;
+#[path = "e2e/raw_protobuf.rs"]
+mod raw_protobuf;
 #[path = "e2e/schedules.rs"]
 mod schedules;
 #[path = "e2e/security.rs"]

@@ -225,6 +225,9 @@ pub async fn run_on(
         // still holds its connection open.
         .http2_keepalive_interval(Some(Duration::from_secs(2)))
         .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_requests_are_invalid_arguments,
+        ))
         .add_service(JobServiceServer::new(api::Api {
             shared: shared.clone(),
         }))
@@ -344,6 +347,27 @@ pub async fn run_on(
     }
     info!("coordinator stopped");
     Ok(())
+}
+
+/// A request whose protobuf does not decode (e.g. a string field that is not
+/// UTF-8) is the caller's fault: tonic answers it `Internal`, as gRPC's status
+/// guide says for parse errors; Augur answers `InvalidArgument`, with tonic's
+/// message (which names the field), so clients do not report it as a server
+/// bug. Only the trailers-only answers of unary calls carry the status in
+/// their headers; that is where decoding a request fails.
+fn undecodable_requests_are_invalid_arguments<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.starts_with("failed%20to%20decode%20Protobuf%20message"));
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// Warns at start and every five minutes while the coordinator runs with
