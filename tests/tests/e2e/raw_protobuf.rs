@@ -59,7 +59,6 @@ fn submit_with_a_name_that_is_not_utf8() -> Vec<u8> {
             command: "true".into(),
             ..Default::default()
         }),
-        ..Default::default()
     };
     let mut body = request.encode_to_vec();
     let at = body
