@@ -55,6 +55,12 @@ pub struct JobArgs {
     /// Slots the job occupies.
     #[arg(long)]
     slots: Option<u32>,
+    /// CPU the job asks for: cores (0.5, 2) or millicores (250m).
+    #[arg(long, allow_hyphen_values = true, value_parser = cpu_quantity)]
+    cpu: Option<u64>,
+    /// Memory the job asks for: bytes with k, M, G, T or Ki, Mi, Gi, Ti (e.g. 64Mi, 2G).
+    #[arg(long, allow_hyphen_values = true, value_parser = memory_quantity)]
+    memory: Option<u64>,
     /// A JSON or TOML job spec file; flags given too override its fields.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -100,6 +106,12 @@ impl JobArgs {
         if let Some(v) = self.slots {
             spec.resources.slots = v;
         }
+        if let Some(v) = self.cpu {
+            spec.resources.cpu_millis = v;
+        }
+        if let Some(v) = self.memory {
+            spec.resources.memory_bytes = v;
+        }
         spec.labels.extend(self.labels);
         spec.constraints.extend(self.constraints);
         spec.env.extend(self.env);
@@ -142,6 +154,14 @@ pub struct ListArgs {
     /// At most this many jobs (default: all).
     #[arg(long)]
     limit: Option<usize>,
+}
+
+fn cpu_quantity(text: &str) -> Result<u64, String> {
+    augur_core::quantity::parse_cpu_millis(text).map_err(|e| e.to_string())
+}
+
+fn memory_quantity(text: &str) -> Result<u64, String> {
+    augur_core::quantity::parse_memory_bytes(text).map_err(|e| e.to_string())
 }
 
 /// A duration flag's text, checked for what the CLI can tell: a negative one

@@ -66,6 +66,11 @@ pub fn job_value(job: &pb::Job) -> Value {
         "labels": spec.labels,
         "timeout": spec.timeout,
         "max_attempts": spec.retry.map(|r| r.max_attempts).unwrap_or(1),
+        "resources": spec.resources.map(|r| json!({
+            "slots": r.slots,
+            "cpu_millis": r.cpu_millis,
+            "memory_bytes": r.memory_bytes,
+        })),
     })
 }
 

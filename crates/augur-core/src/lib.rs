@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod ids;
 pub mod job;
+pub mod quantity;
 pub mod retry;
 pub mod run;
 pub mod schedule;

@@ -1,6 +1,6 @@
 //! Rough edges a new user hits at the command line (issue 13, §3): output
-//! into a closed pipe, an advertise address workers could not use, and a
-//! negative duration.
+//! into a closed pipe, an advertise address workers could not use, a
+//! negative duration, and resource quantities.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -84,5 +84,22 @@ fn a_negative_duration_is_refused_as_such() {
             "{flag}: {stderr}"
         );
         assert!(!stderr.contains("-- -1"), "{flag}: {stderr}");
+    }
+}
+
+/// `--cpu` and `--memory` take Kubernetes quantities; a malformed one is
+/// refused naming the flag, and nothing is submitted.
+#[test]
+fn cpu_and_memory_take_quantities() {
+    let cluster = Cluster::start(ClusterConfig::default());
+    let id = cluster.submit(&["--cpu", "250m", "--memory", "64Mi", "--", "true"]);
+    let job = cluster.get_job(&id);
+    assert_eq!(job["resources"]["cpu_millis"], 250, "{job}");
+    assert_eq!(job["resources"]["memory_bytes"], 64 * 1024 * 1024, "{job}");
+    for (flag, value) in [("--cpu", "1Gi"), ("--memory", "2GB"), ("--memory", "-1Mi")] {
+        let out = cluster.cli(&["submit", flag, value, "--", "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
