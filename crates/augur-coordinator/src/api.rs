@@ -106,7 +106,7 @@ impl Api {
                 self.shared.metrics.jobs_submitted.inc();
                 let id = record.id.to_string();
                 if let Some(leader) = self.shared.leader() {
-                    // Hand it to the brain directly: no watch round trip.
+                    // Hand it to the leader's core directly: no watch round trip.
                     let _ = leader.send(LeaderInput::Submitted(Box::new(record)));
                 }
                 Ok(pb::SubmitJobResponse {

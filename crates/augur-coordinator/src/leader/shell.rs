@@ -169,11 +169,7 @@ impl<S: LeaderStore> Shell<S> {
     }
 
     fn encode(&self, msg: &ToWorker, trace: HashMap<String, String>) -> pb::CoordinatorMessage {
-        edge::encode(msg, &self.settings.node_id, self.core_epoch(), trace)
-    }
-
-    fn core_epoch(&self) -> i64 {
-        self.core.epoch()
+        edge::encode(msg, &self.settings.node_id, self.core.epoch(), trace)
     }
 
     fn effect(&mut self, effect: Effect<CancelReply>, term: &mut Term) {

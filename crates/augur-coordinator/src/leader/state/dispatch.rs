@@ -84,29 +84,14 @@ impl<R> LeaderState<R> {
         self.recheck_unschedulable = true;
     }
 
-    /// Flags one newly queued job if no registered worker could run it.
-    pub(super) fn check_unschedulable_job(&mut self, job: &JobRecord) {
-        let workers: Vec<&WorkerInfo> = self
-            .workers
-            .values()
-            .filter_map(|e| e.info.as_ref())
-            .collect();
-        if let Some(reason) = unschedulable_reason(job, &workers) {
-            if self.unschedulable.get(&job.id) != Some(&reason) {
-                self.unschedulable.insert(job.id, reason.clone());
-                self.observe(Observation::Unschedulable {
-                    job: job.id,
-                    reason: Some(reason.clone()),
-                });
-                let mut flagged = job.clone();
-                flagged.message = format!("unschedulable: {reason}");
-                self.effects.push(Effect::Write {
-                    record: Box::new(flagged.clone()),
-                    run: None,
-                    then: None,
-                });
-                self.jobs.insert(flagged.id, flagged);
-            }
+    /// Flags one newly queued job if no registered worker could run it (it
+    /// is already in `jobs`).
+    pub(super) fn check_unschedulable_job(&mut self, id: augur_core::JobId) {
+        let reason = self.jobs.get(&id).and_then(|job| {
+            unschedulable_reason(job, self.workers.values().filter_map(|e| e.info.as_ref()))
+        });
+        if reason.is_some() {
+            self.set_unschedulable(id, reason);
         }
     }
 
@@ -115,42 +100,44 @@ impl<R> LeaderState<R> {
     /// that now could. A flagged job stays queued: workers may join.
     pub(super) fn check_unschedulable(&mut self) {
         self.recheck_unschedulable = false;
-        let workers: Vec<&WorkerInfo> = self
-            .workers
+        let changes: Vec<_> = self
+            .jobs
             .values()
-            .filter_map(|e| e.info.as_ref())
+            .filter(|job| job.state == JobState::Pending)
+            .filter_map(|job| {
+                let reason = unschedulable_reason(
+                    job,
+                    self.workers.values().filter_map(|e| e.info.as_ref()),
+                );
+                (self.unschedulable.get(&job.id) != reason.as_ref()).then_some((job.id, reason))
+            })
             .collect();
-        let mut changes = Vec::new();
-        for job in self.jobs.values() {
-            if job.state != JobState::Pending {
-                continue;
-            }
-            let reason = unschedulable_reason(job, &workers);
-            if self.unschedulable.get(&job.id) != reason.as_ref() {
-                changes.push((job.id, reason));
-            }
-        }
         for (id, reason) in changes {
-            match &reason {
-                Some(r) => self.unschedulable.insert(id, r.clone()),
-                None => self.unschedulable.remove(&id),
-            };
-            // The reason is part of the record, so `augur get` and `list`
-            // show it from any coordinator (one write when it changes).
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.message = match &reason {
-                    Some(r) => format!("unschedulable: {r}"),
-                    None => "queued: a worker that can run it is registered".into(),
-                };
-                let record = Box::new(job.clone());
-                self.effects.push(Effect::Write {
-                    record,
-                    run: None,
-                    then: None,
-                });
-            }
-            self.observe(Observation::Unschedulable { job: id, reason });
+            self.set_unschedulable(id, reason);
         }
+    }
+
+    /// Records that a pending job became unschedulable (`Some`) or schedulable
+    /// again (`None`). The reason is part of the record, so `augur get` and
+    /// `list` show it from any coordinator: one write when it changes.
+    fn set_unschedulable(&mut self, id: augur_core::JobId, reason: Option<String>) {
+        match &reason {
+            Some(r) => self.unschedulable.insert(id, r.clone()),
+            None => self.unschedulable.remove(&id),
+        };
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.message = match &reason {
+                Some(r) => format!("unschedulable: {r}"),
+                None => "queued: a worker that can run it is registered".into(),
+            };
+            let record = Box::new(job.clone());
+            self.effects.push(Effect::Write {
+                record,
+                run: None,
+                then: None,
+            });
+        }
+        self.observe(Observation::Unschedulable { job: id, reason });
     }
 
     /// Why a queued job is waiting, in words, for `augur get`.
@@ -179,30 +166,35 @@ impl<R> LeaderState<R> {
 }
 
 /// Why no registered worker could ever run `job`, if none could.
-pub(crate) fn unschedulable_reason(job: &JobRecord, workers: &[&WorkerInfo]) -> Option<String> {
+pub(crate) fn unschedulable_reason<'a>(
+    job: &JobRecord,
+    workers: impl Iterator<Item = &'a WorkerInfo> + Clone,
+) -> Option<String> {
     let slots = job.spec.resources.slots;
     let constraints = &job.spec.constraints;
-    if workers.is_empty() {
+    if workers.clone().next().is_none() {
         return Some("no worker is registered".into());
     }
-    let matching: Vec<&&WorkerInfo> = workers.iter().filter(|w| w.matches(constraints)).collect();
-    if matching.is_empty() {
-        let wanted: Vec<String> = constraints
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        return Some(format!("no worker matches constraint {}", wanted.join(",")));
-    }
-    let largest = matching.iter().map(|w| w.slots).max().unwrap_or(0);
-    if largest < slots {
-        return Some(format!(
+    let largest = workers
+        .filter(|w| w.matches(constraints))
+        .map(|w| w.slots)
+        .max();
+    match largest {
+        None => {
+            let wanted: Vec<String> = constraints
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            Some(format!("no worker matches constraint {}", wanted.join(",")))
+        }
+        Some(largest) if largest < slots => Some(format!(
             "no worker has {slots} slots (largest {largest}{})",
             if constraints.is_empty() {
                 ""
             } else {
                 " among those matching its constraints"
             }
-        ));
+        )),
+        Some(_) => None,
     }
-    None
 }

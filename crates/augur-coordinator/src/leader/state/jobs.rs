@@ -18,9 +18,10 @@ impl<R> LeaderState<R> {
             return;
         }
         if job.state == JobState::Pending {
-            self.insert(job.clone(), now);
+            let id = job.id;
+            self.insert(job, now);
             if !self.recheck_unschedulable {
-                self.check_unschedulable_job(&job);
+                self.check_unschedulable_job(id);
             }
         }
     }

@@ -361,6 +361,18 @@ impl World {
         });
     }
 
+    /// Worker `w` says the attempt's process started now.
+    pub fn start(&mut self, w: &WorkerId, key: AttemptKey) {
+        let at_ms = self.now.wall_ms;
+        self.send_from(
+            w,
+            FromWorker::Started {
+                attempt: key,
+                at_ms,
+            },
+        );
+    }
+
     /// Worker `w` runs everything it holds to the end with `exit_code`.
     pub fn finish_all(&mut self, w: &WorkerId, exit_code: i32) {
         let held = std::mem::take(self.holding.entry(w.clone()).or_default());

@@ -93,14 +93,7 @@ fn apply(world: &mut World, step: Step) {
         Step::Start(n) => {
             let w = worker_id(n);
             if let Some(key) = first_held(world, &w) {
-                let at_ms = world.now.wall_ms;
-                world.send_from(
-                    &w,
-                    FromWorker::Started {
-                        attempt: key,
-                        at_ms,
-                    },
-                );
+                world.start(&w, key);
             }
         }
         Step::Finish { worker, exit } => {
@@ -448,14 +441,7 @@ fn takeover_waits_for_late_workers_and_requeues_the_absent() {
 #[test]
 fn a_cancel_made_while_the_worker_was_away_is_sent_when_it_reattaches() {
     let (mut world, id, w, key) = one_job_on_w2();
-    let at_ms = world.now.wall_ms;
-    world.send_from(
-        &w,
-        FromWorker::Started {
-            attempt: key,
-            at_ms,
-        },
-    );
+    world.start(&w, key);
     let old = world.conn_of.remove(&w).expect("attached");
     world.input(Input::Detached {
         worker: w.clone(),

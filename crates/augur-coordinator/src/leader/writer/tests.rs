@@ -64,6 +64,17 @@ fn push_with_send(
     rx
 }
 
+/// Waits for the follow-up's message (the writer retries failed commits).
+async fn expect_sent(
+    rx: &mut mpsc::UnboundedReceiver<Result<pb::CoordinatorMessage, tonic::Status>>,
+) {
+    let sent = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("committed and sent within the retries")
+        .expect("a message");
+    assert!(sent.is_ok());
+}
+
 #[tokio::test]
 async fn a_follow_up_runs_only_once_its_record_is_durable() {
     let store = MemoryJobStore::new();
@@ -75,11 +86,7 @@ async fn a_follow_up_runs_only_once_its_record_is_durable() {
     // The first two commits fail as if etcd were away: the follow-up waits.
     store.fail_next_commits(2);
     let mut rx = push_with_send(&rig.writer, record.clone());
-    let sent = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("sent within the retries")
-        .expect("a message");
-    assert!(sent.is_ok());
+    expect_sent(&mut rx).await;
     let stored = store.job(&record.id).expect("durable before it was sent");
     assert_eq!(stored.state, JobState::Assigned);
     assert_eq!(
@@ -100,11 +107,7 @@ async fn records_of_one_job_coalesce_and_the_latest_wins() {
     record.state = JobState::Cancelled;
     record.message = "latest".into();
     let mut rx = push_with_send(&rig.writer, record.clone());
-    let sent = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("committed")
-        .expect("a message");
-    assert!(sent.is_ok());
+    expect_sent(&mut rx).await;
     let stored = store.job(&record.id).expect("stored");
     assert_eq!(stored.message, "latest");
     rig.term.end(Duration::from_secs(1)).await;
