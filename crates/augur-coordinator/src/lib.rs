@@ -283,58 +283,52 @@ pub async fn run_on(
         min_training_runs: config.min_training_runs,
     });
 
-    // Between terms: a lease still alive to campaign with again (a term that
-    // ended on a watch or write failure, e.g. an etcd restart), or the id of a
-    // lease presumed lost whose election key must go before anyone, this node
-    // included, can lead again.
-    let mut keep: Option<LeaseHandle> = None;
-    let mut stale: Option<i64> = None;
-    let mut resigning: Option<(LeaseHandle, augur_store::Fence)> = None;
+    // What to do before the next campaign: nothing, resign the ended term's
+    // epoch and campaign again with its lease, or revoke a lease presumed lost
+    // whose election key must go before anyone, this node included, can lead.
+    let mut next = TermEnd::Done;
     while !shutdown.is_cancelled() {
-        if let Some((lease, fence)) = resigning.take() {
-            // Give up the old epoch (a write of the ended term still in
-            // flight then fails its guard) but keep the lease: the campaign
-            // that follows wins at once unless another node is waiting.
-            match shared.leadership.resign(&fence).await {
-                Ok(()) => keep = Some(lease),
-                Err(_) if lease.lost().is_cancelled() => stale = Some(lease.id()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot resign the ended term yet");
-                    resigning = Some((lease, fence));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        let lease = match std::mem::replace(&mut next, TermEnd::Done) {
+            TermEnd::Done => None,
+            TermEnd::Again(again) => {
+                let (lease, fence) = *again;
+                // Give up the old epoch (a write of the ended term still in
+                // flight then fails its guard) but keep the lease: the
+                // campaign that follows wins at once unless another node waits.
+                match shared.leadership.resign(&fence).await {
+                    Ok(()) => Some(lease),
+                    Err(_) if lease.lost().is_cancelled() => {
+                        next = TermEnd::LeaseLost(lease.id());
+                        continue;
                     }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot resign the ended term yet");
+                        next = TermEnd::Again(Box::new((lease, fence)));
+                        pause(&shutdown, Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            TermEnd::LeaseLost(id) => {
+                if let Err(e) = augur_store::lease::revoke_id(&client, id).await {
+                    // etcd is not back yet: try again shortly.
+                    tracing::debug!(lease_id = id, error = %e, "cannot revoke the lost lease yet");
+                    next = TermEnd::LeaseLost(id);
+                    pause(&shutdown, Duration::from_millis(200)).await;
                     continue;
                 }
+                info!(
+                    lease_id = id,
+                    "lost leadership lease revoked; campaigning at once"
+                );
+                None
             }
-        }
-        if let Some(id) = stale {
-            if let Err(e) = augur_store::lease::revoke_id(&client, id).await {
-                // etcd is not back yet: try again shortly.
-                tracing::debug!(lease_id = id, error = %e, "cannot revoke the lost lease yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                continue;
-            }
-            info!(
-                lease_id = id,
-                "lost leadership lease revoked; campaigning at once"
-            );
-            stale = None;
-        }
-        match term(&config, &shared, &settings, &client, &shutdown, keep.take()).await {
-            Ok(TermEnd::Done) => {}
-            Ok(TermEnd::Again(again)) => resigning = Some(*again),
-            Ok(TermEnd::LeaseLost(id)) => stale = Some(id),
+        };
+        match term(&config, &shared, &settings, &client, &shutdown, lease).await {
+            Ok(end) => next = end,
             Err(e) => {
                 warn!(error = %e, "leadership term ended with an error; campaigning again");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                pause(&shutdown, Duration::from_secs(1)).await;
             }
         }
     }
@@ -393,6 +387,14 @@ fn spawn_insecure_warnings(auth: &AuthConfig, shutdown: CancellationToken) {
             }
         }
     });
+}
+
+/// Waits `how_long`, or less if the coordinator shuts down meanwhile.
+async fn pause(shutdown: &CancellationToken, how_long: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(how_long) => {}
+    }
 }
 
 /// How a term ended, and so how the next campaign starts.
