@@ -10,14 +10,11 @@
 //! Holds the end-to-end tests' machine lock (`$TMPDIR/augur-e2e.lock`), so it
 //! never races a cluster test for the two cores.
 
-use std::fs::File;
-use std::net::TcpListener;
-use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use augur_e2e::{etcd_tool, free_ports, spawn_logged, ClusterLock};
 use augur_store::{EtcdClient, EtcdSecurity};
 use etcd_client::GetOptions;
 
@@ -30,7 +27,7 @@ const STREAK: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_avoid_a_dead_member() {
-    let _lock = MachineLock::acquire();
+    let _lock = ClusterLock::acquire();
     let mut cluster = EtcdCluster::start(3, Tls::Off).await;
     cluster.wait_until_serving().await;
 
@@ -106,7 +103,7 @@ async fn requests_avoid_a_dead_member() {
 /// its probe refused, both would count as down and take requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_requests_avoid_a_dead_endpoint() {
-    let _lock = MachineLock::acquire();
+    let _lock = ClusterLock::acquire();
     let cluster = EtcdCluster::start(1, Tls::MutualTls).await;
     cluster.wait_until_serving().await;
     let endpoints = vec![
@@ -281,13 +278,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let root = self.root().to_path_buf();
         let member = &self.members[i];
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(root.join(format!("{}.log", member.name)))
-            .expect("open an etcd log");
-        let stderr = log.try_clone().expect("clone a log handle");
-        let mut command = Command::new(etcd_bin());
+        let mut command = Command::new(etcd_tool("etcd"));
         command
             .args(["--name", &member.name, "--data-dir"])
             .arg(root.join(&member.name))
@@ -298,23 +289,9 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "augur-dead-member-test"])
-            .args(&self.tls_flags)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the
-        // parent. etcd dies with this test process, even if it is killed.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start etcd ({command:?}): {e}"));
+            .args(&self.tls_flags);
+        // Logged to <member>.log; etcd dies with this test process.
+        let child = spawn_logged(&mut command, &root.join(format!("{}.log", member.name)));
         self.members[i].child = Some(child);
     }
 
@@ -377,70 +354,5 @@ impl Drop for EtcdCluster {
                 eprintln!("etcd data and logs kept in {}", dir.keep().display());
             }
         }
-    }
-}
-
-fn etcd_bin() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("etcd"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`etcd` is not on PATH: install Debian's etcd-server (apt-get install etcd-server)"
-            )
-        })
-}
-
-/// `count` distinct free loopback ports below the kernel's ephemeral range (as
-/// the end-to-end harness: a released ephemeral port may be handed to an
-/// outgoing connection before etcd binds it).
-fn free_ports(count: usize) -> Vec<u16> {
-    const LOW: u32 = 20_000;
-    const HIGH: u32 = 32_000;
-    let mut candidate = LOW + std::process::id().wrapping_mul(7919) % (HIGH - LOW);
-    let mut held = Vec::new();
-    for _ in 0..(HIGH - LOW) {
-        if held.len() == count {
-            break;
-        }
-        candidate = if candidate + 1 >= HIGH {
-            LOW
-        } else {
-            candidate + 1
-        };
-        let port = candidate as u16;
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push((port, listener));
-        }
-    }
-    assert_eq!(held.len(), count, "no {count} free loopback ports");
-    held.into_iter().map(|(port, _)| port).collect()
-}
-
-/// The end-to-end tests' machine lock: an `flock` on the shared lock file.
-struct MachineLock {
-    _file: File,
-}
-
-impl MachineLock {
-    fn acquire() -> MachineLock {
-        let path = std::env::temp_dir().join("augur-e2e.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open the cluster lock file {}: {e}", path.display()));
-        loop {
-            // SAFETY: flock on a descriptor we own; released when `file` closes.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "flock: {err}");
-        }
-        MachineLock { _file: file }
     }
 }
