@@ -1,6 +1,6 @@
 //! The public `JobService`. Any coordinator serves it: submissions and reads go
 //! straight to etcd; calls that need the leader's live view (cancel, workers,
-//! cluster status) are handled by the leader's brain, or forwarded to the leader
+//! cluster status) are handled by the leader's core, or forwarded to the leader
 //! when this coordinator follows, within a bound; a follower whose leader does
 //! not answer answers cluster status and workers from etcd ([`follower`]).
 

@@ -1,5 +1,5 @@
 //! Augur's coordinator: serves the gRPC API on every node, campaigns for
-//! leadership, and while leading runs the brain that places and dispatches jobs
+//! leadership, and while leading runs the leader's core that places and dispatches jobs
 //! (see [`leader`]).
 
 mod api;

@@ -1,5 +1,5 @@
 //! The `WorkerService`: one bidirectional stream per worker, served by the leader
-//! only. Messages in both directions are relayed to and from the brain.
+//! only. Messages in both directions are relayed to and from the leader's shell.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
