@@ -192,12 +192,7 @@ impl JobStore {
     /// How many jobs are pending: the entries of the pending index, counted
     /// by etcd without sending them.
     pub async fn count_pending(&self) -> Result<u64> {
-        let prefix = self.keys.pending_prefix();
-        let opts = GetOptions::new()
-            .with_range(prefix_end(&prefix))
-            .with_count_only();
-        let resp = self.client.clone().get(prefix, Some(opts)).await?;
-        Ok(u64::try_from(resp.count()).unwrap_or(0))
+        crate::count_keys(&self.client, self.keys.pending_prefix()).await
     }
 
     /// Every job not in a terminal state, and the revision they were read at (a

@@ -107,6 +107,15 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How many keys start with `prefix`, counted by etcd without sending them.
+pub(crate) async fn count_keys(client: &EtcdClient, prefix: String) -> Result<u64> {
+    let opts = etcd_client::GetOptions::new()
+        .with_range(keys::prefix_end(&prefix))
+        .with_count_only();
+    let resp = client.clone().get(prefix, Some(opts)).await?;
+    Ok(u64::try_from(resp.count()).unwrap_or(0))
+}
+
 /// How to authenticate to etcd: TLS (CA, client certificate) and/or an etcd
 /// user. Empty: plain connections without a user.
 #[derive(Clone, Default)]

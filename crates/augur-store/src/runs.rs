@@ -117,12 +117,8 @@ impl RunHistory {
 
     /// How many records the history holds (undecodable ones included).
     pub async fn count(&self) -> Result<usize> {
-        let prefix = self.keys.runs_prefix();
-        let opts = GetOptions::new()
-            .with_range(prefix_end(&prefix))
-            .with_count_only();
-        let resp = self.client.clone().get(prefix, Some(opts)).await?;
-        Ok(resp.count().max(0) as usize)
+        let count = crate::count_keys(&self.client, self.keys.runs_prefix()).await?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     /// Deletes the records that finished before `cutoff_ms`, and beyond the
