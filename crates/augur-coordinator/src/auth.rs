@@ -426,6 +426,21 @@ impl Auth {
         result
     }
 
+    /// Checks a worker's credential for a lookup (`WhoLeads`): refusals are
+    /// audited and counted as for an attach, successes are not logged (a
+    /// worker asks every heartbeat interval).
+    pub fn admit_worker_lookup<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match self.check_worker(request) {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                warn!(audit = true, peer = %peer(request), action = "worker_who_leads",
+                      result = ?status.code(), reason = status.message(), "worker refused");
+                self.count_refusal("worker_who_leads", status.code());
+                Err(status)
+            }
+        }
+    }
+
     /// Refuses a worker that authenticated but claims an identity its
     /// credential does not give it: audited and counted like any refusal.
     pub fn refuse_worker(&self, peer: &str, worker: &str, status: &Status) {

@@ -100,6 +100,10 @@ pub fn worker_to_pb(info: &WorkerInfo, running: u32, state: pb::WorkerState) -> 
         version: info.version.clone(),
         registered_at_ms: info.registered_at_ms,
         executor: info.executor.clone(),
+        capacity: info.capacity.map(|c| pb::Capacity {
+            cpu_millis: c.cpu_millis,
+            memory_bytes: c.memory_bytes,
+        }),
     }
 }
 
@@ -121,6 +125,8 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
         pb::Outcome::TimedOut => AttemptOutcome::TimedOut,
         pb::Outcome::Cancelled => AttemptOutcome::Cancelled,
         pb::Outcome::StartFailed => AttemptOutcome::StartFailed,
+        // Not decoded yet: the cgroup work adds the outcome to the domain.
+        pb::Outcome::OomKilled => return None,
         pb::Outcome::Unspecified => return None,
     };
     Some(AttemptReport {

@@ -41,10 +41,7 @@ impl WorkerService for Streams {
         let certificate = augur_tls::peer_name(&request);
         let peer = crate::auth::peer(&request);
         let Some(leader) = self.shared.leader() else {
-            return Err(Status::failed_precondition(format!(
-                "{} is not the leader; attach to the leader named in the election",
-                self.shared.node_id
-            )));
+            return Err(self.not_the_leader().await);
         };
         let mut inbound = request.into_inner();
         let first = inbound
@@ -106,4 +103,54 @@ impl WorkerService for Streams {
         );
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
+
+    async fn who_leads(
+        &self,
+        request: Request<pb::WhoLeadsRequest>,
+    ) -> Result<Response<pb::WhoLeadsResponse>, Status> {
+        self.shared.auth.admit_worker_lookup(&request)?;
+        let leader = self
+            .shared
+            .breaker
+            .call(self.shared.leadership.current())
+            .await?;
+        Ok(Response::new(match leader {
+            Some(l) => pb::WhoLeadsResponse {
+                node_id: l.node_id,
+                address: l.address,
+                epoch: l.epoch,
+            },
+            None => pb::WhoLeadsResponse::default(),
+        }))
+    }
 }
+
+impl Streams {
+    /// A follower's refusal of an attach, naming the leader (if etcd names
+    /// one) in the `x-augur-leader` metadata for the worker to follow.
+    async fn not_the_leader(&self) -> Status {
+        let leader = self
+            .shared
+            .breaker
+            .call(self.shared.leadership.current())
+            .await
+            .ok()
+            .flatten()
+            .filter(|l| l.node_id != self.shared.node_id);
+        let mut status = Status::failed_precondition(format!(
+            "{} is not the leader; {}",
+            self.shared.node_id,
+            match &leader {
+                Some(l) => format!("the leader is {} at {}", l.node_id, l.address),
+                None => "no leader is elected yet; retry shortly".to_string(),
+            }
+        ));
+        if let Some(value) = leader.and_then(|l| l.address.parse().ok()) {
+            status.metadata_mut().insert(LEADER_HEADER, value);
+        }
+        status
+    }
+}
+
+/// Metadata naming the leader's address on a follower's refusal.
+pub const LEADER_HEADER: &str = "x-augur-leader";

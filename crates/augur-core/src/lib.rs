@@ -21,7 +21,7 @@ pub use retry::RetryPolicy;
 pub use run::RunRecord;
 pub use spec::{JobSpec, JobSpecInput, Resources, ValidationError};
 pub use transition::{apply, AttemptOutcome, AttemptReport, Event, TransitionError};
-pub use worker::WorkerInfo;
+pub use worker::{Capacity, WorkerInfo};
 
 /// Current unix time in milliseconds. The only clock read in this crate's API
 /// surface; pure functions take `now_ms` as an argument instead.

@@ -23,6 +23,18 @@ pub struct WorkerInfo {
     /// Set by `augur drain`: take no new work.
     #[serde(default)]
     pub draining: bool,
+    /// What the worker offers to jobs (`None`: it did not say; placement
+    /// then counts slots only).
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
+}
+
+/// CPU and memory a worker offers to jobs: its machine's, or its cgroup's
+/// limits where those are lower.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
 }
 
 impl WorkerInfo {

@@ -162,9 +162,17 @@ fn worker_info() -> impl Strategy<Value = WorkerInfo> {
         map(),
         (text(), text()),
         (any::<i64>(), any::<i64>(), any::<bool>()),
+        proptest::option::of((any::<u64>(), any::<u64>())),
     )
         .prop_map(
-            |(id, slots, labels, (version, executor), (registered_at_ms, lease_id, draining))| {
+            |(
+                id,
+                slots,
+                labels,
+                (version, executor),
+                (registered_at_ms, lease_id, draining),
+                capacity,
+            )| {
                 WorkerInfo {
                     id,
                     slots,
@@ -174,6 +182,10 @@ fn worker_info() -> impl Strategy<Value = WorkerInfo> {
                     registered_at_ms,
                     lease_id,
                     draining,
+                    capacity: capacity.map(|(cpu_millis, memory_bytes)| augur_core::Capacity {
+                        cpu_millis,
+                        memory_bytes,
+                    }),
                 }
             },
         )

@@ -357,6 +357,7 @@ async fn keep_registered(
                 registered_at_ms: now_ms(),
                 lease_id: lease.id(),
                 draining: false,
+                capacity: None,
             };
             registry.register(&info, &lease).await?;
             Ok::<_, augur_store::StoreError>(lease)
@@ -451,6 +452,7 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                 .unwrap_or_else(|p| p.into_inner());
             *highest = (*highest).max(w.epoch);
         }
+        In::Registered(_) => {}
         In::Assign(assign) => {
             let (Some(attempt), Some(spec)) = (assign.attempt, assign.spec) else {
                 return;

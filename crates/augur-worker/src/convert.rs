@@ -40,6 +40,8 @@ pub fn finished_message(r: &BufferedResult) -> pb::Finished {
         stdout_tail: r.stdout_tail.clone(),
         stderr_tail: r.stderr_tail.clone(),
         message: r.message.clone(),
+        peak_memory_bytes: 0,
+        cgroup_cpu_us: 0,
     }
 }
 

@@ -76,6 +76,7 @@ pub(crate) fn decode(msg: In, max_output_tail: usize) -> Result<FromWorker, Unde
             running: attempt_keys(&beat.running),
         }),
         In::Hello(_) => Err(Undecodable::Ignore("hello after the first message")),
+        In::Draining(_) | In::Goodbye(_) => Err(Undecodable::Ignore("not handled yet")),
     }
 }
 
@@ -99,6 +100,7 @@ pub(crate) fn encode(
         ToWorker::Welcome => Out::Welcome(pb::Welcome {
             leader: node_id.to_string(),
             epoch,
+            lease_id: 0,
         }),
         ToWorker::Assign { record } => Out::Assign(pb::Assign {
             attempt: Some(pb::AttemptRef {

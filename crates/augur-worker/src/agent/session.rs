@@ -105,6 +105,7 @@ pub(super) async fn session(
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
         lease_id: agent.lease_id.load(Ordering::Acquire),
+        ..Default::default()
     };
     let _ = tx.send(pb::WorkerMessage {
         kind: Some(Out::Hello(hello)),
@@ -325,6 +326,7 @@ mod tests {
                 kind: Some(In::Welcome(pb::Welcome {
                     leader: "c9".into(),
                     epoch: 9,
+                    lease_id: 0,
                 })),
             }))
             .expect("loop is listening");

@@ -60,6 +60,7 @@ pub(crate) fn worker_info(id: &WorkerId, slots: u32, lease_id: i64) -> WorkerInf
         registered_at_ms: 0,
         lease_id,
         draining: false,
+        capacity: None,
     }
 }
 
