@@ -177,6 +177,19 @@ fi
 case "$out" in *Unauthenticated*) echo "   a call without a token: refused (Unauthenticated)" ;;
   *) fail "a call without a token failed, but not as Unauthenticated: $out" ;; esac
 
+phase "workers reach the coordinators only, never etcd"
+for service in worker worker-large worker-small; do
+  id=$(compose ps -q "$service" | head -n1)
+  if docker exec "$id" getent hosts etcd-1 >/dev/null 2>&1; then
+    fail "$service can resolve etcd-1: workers must not share a network with etcd"
+  fi
+  docker exec "$id" getent hosts coordinator-1 >/dev/null 2>&1 \
+    || fail "$service cannot resolve coordinator-1"
+  env_of=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id")
+  case "$env_of" in *AUGUR_ETCD*) fail "$service was given etcd settings" ;; esac
+done
+echo "   worker, worker-large, worker-small: no route to etcd, no etcd settings; they ran the jobs above"
+
 phase "Prometheus scrapes every target (up == 1)"
 expected_targets=9 # 2 coordinators, 3 workers, 3 etcd members, Prometheus itself
 targets_up() {

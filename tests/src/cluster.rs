@@ -66,6 +66,16 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The coordinators' `--worker-lease-ttl` for a cluster's lease TTL: the
+/// same, but at least the 3 s the coordinator accepts (workers heartbeat
+/// every 2 s).
+fn worker_lease_ttl(lease_ttl: &str) -> String {
+    match lease_ttl.strip_suffix('s').map(str::parse::<f64>) {
+        Some(Ok(secs)) if secs >= 3.0 => lease_ttl.to_string(),
+        _ => "3s".to_string(),
+    }
+}
+
 /// One child process of the cluster.
 pub(crate) struct Node {
     pub(crate) name: String,
@@ -186,6 +196,15 @@ impl Cluster {
         format!("{scheme}://{}", self.coordinator_apis[index])
     }
 
+    /// Every coordinator's API URL, comma-separated: a worker's
+    /// `--coordinators`.
+    pub fn coordinator_urls(&self) -> String {
+        (0..self.coordinator_apis.len())
+            .map(|i| self.api_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The metrics address (`host:port`) of coordinator `index` (0 is c1).
     pub fn metrics_addr(&self, index: usize) -> &str {
         &self.coordinator_metrics[index]
@@ -262,6 +281,10 @@ impl Cluster {
             .args(["--metrics-listen", &self.coordinator_metrics[index]])
             .args(["--node-id", &name])
             .args(["--lease-ttl", self.config.lease_ttl])
+            .args([
+                "--worker-lease-ttl",
+                &worker_lease_ttl(self.config.lease_ttl),
+            ])
             // Authentication is whatever the test configures (tokens in
             // extra_coordinator_args); without it the cluster runs open.
             .arg("--insecure")
@@ -281,15 +304,16 @@ impl Cluster {
             .entry(name.to_string())
             .or_insert_with(|| format!("127.0.0.1:{}", free_ports(1)[0]))
             .clone();
+        // Workers are told the coordinators' API only, never etcd.
+        let coordinators = self.coordinator_urls();
         let mut command = Command::new(&self.augur);
         command
             .arg("worker")
-            .args(["--etcd-endpoints", &self.etcd_url])
+            .args(["--coordinators", &coordinators])
             .args(["--node-id", name])
             .args(["--slots", &self.config.worker_slots.to_string()])
             .args(["--label", "zone=a", "--data-dir"])
             .arg(&data_dir)
-            .args(["--lease-ttl", self.config.lease_ttl])
             .args(["--metrics-listen", &metrics]);
         if let Some(executor) = self.config.executor {
             command.args(["--executor", executor]);

@@ -171,6 +171,7 @@ impl LocalCluster {
         let mut config =
             CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
         config.lease_ttl = Duration::from_secs(2);
+        config.worker_lease_ttl = Duration::from_secs(2);
         config.max_txn_ops = spec.max_txn_ops;
         // Learn quickly on a laptop.
         config.retrain_interval = Duration::from_secs(5);
@@ -215,9 +216,10 @@ impl LocalCluster {
         ));
         for i in 1..=spec.workers {
             let name = format!("dev-worker-{i}");
-            let mut config = WorkerConfig::new(&name, vec![etcd.endpoint.clone()], dir.join(&name));
+            // Workers reach the coordinator only, never etcd.
+            let mut config = WorkerConfig::new(&name, vec![endpoint.clone()], dir.join(&name));
             config.slots = spec.slots;
-            config.lease_ttl = Duration::from_secs(2);
+            config.heartbeat = Duration::from_millis(500);
             config.executor = spec.executor.clone();
             config.tls = worker_tls.clone();
             config.join_token = join_token.clone().map(augur_core::auth::Secret::new);

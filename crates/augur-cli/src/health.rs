@@ -6,7 +6,7 @@
 //!   that answers is serving its API *and* reaching etcd.
 //! * `--role worker`: a worker has no API, so it reads the worker's metrics
 //!   endpoint (`--metrics`) and wants `augur_worker_registrations_total` >= 1:
-//!   the process serves and has registered itself in etcd at least once.
+//!   the process serves and the leader has registered it at least once.
 //!
 //! Either way it prints one line saying why, and exits 0 (healthy) or 1; every
 //! check is bounded by `--timeout`.
@@ -108,7 +108,7 @@ async fn worker(metrics_url: &str) -> anyhow::Result<String> {
     let registrations = metric_value(&body, "augur_worker_registrations_total")
         .with_context(|| format!("{metrics_url} serves no augur_worker_registrations_total (not a worker's metrics endpoint?)"))?;
     if registrations < 1.0 {
-        bail!("the worker at {metrics_url} has not registered in etcd yet");
+        bail!("the worker at {metrics_url} is not registered yet: no leader has registered it");
     }
     let slots = metric_value(&body, "augur_worker_slots").unwrap_or(0.0);
     Ok(format!(

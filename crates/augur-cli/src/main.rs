@@ -60,7 +60,7 @@ enum Command {
     /// Run etcd, a coordinator and workers on this machine, for trying Augur out.
     Dev(dev::DevArgs),
     /// Run a coordinator.
-    Coordinator(serve::CoordinatorArgs),
+    Coordinator(Box<serve::CoordinatorArgs>),
     /// Run a worker.
     Worker(serve::WorkerArgs),
     /// Submit a job; prints its id.
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
             }
             Command::Coordinator(args) => {
                 logging::init(cli.log_format, "info");
-                serve::coordinator(args).await.map(|_| ExitCode::SUCCESS)
+                serve::coordinator(*args).await.map(|_| ExitCode::SUCCESS)
             }
             Command::Worker(args) => {
                 logging::init(cli.log_format, "info");
@@ -216,7 +216,7 @@ mod tests {
             (
                 &flags.prefix,
                 flags.etcd_timeout,
-                flags.lease_ttl,
+                (flags.lease_ttl, flags.worker_lease_ttl),
                 flags.max_txn_ops,
                 flags.max_output_tail,
                 flags.retention_age,
@@ -225,7 +225,7 @@ mod tests {
             (
                 &library.prefix,
                 library.etcd_timeout,
-                library.lease_ttl,
+                (library.lease_ttl, library.worker_lease_ttl),
                 library.max_txn_ops,
                 library.max_output_tail,
                 library.retention_age,
@@ -253,25 +253,21 @@ mod tests {
         let flags = args.config().expect("a configuration");
         let library = augur_worker::WorkerConfig::new(
             &flags.node_id,
-            flags.etcd_endpoints.clone(),
+            flags.coordinators.clone(),
             flags.data_dir.clone(),
         );
         assert_eq!(
             (
-                &flags.prefix,
-                flags.etcd_timeout,
                 flags.slots,
-                flags.lease_ttl,
                 flags.drain_timeout,
                 flags.output_retention,
+                flags.heartbeat,
             ),
             (
-                &library.prefix,
-                library.etcd_timeout,
                 library.slots,
-                library.lease_ttl,
                 library.drain_timeout,
                 library.output_retention,
+                library.heartbeat,
             )
         );
         assert_eq!(

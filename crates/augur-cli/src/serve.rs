@@ -93,6 +93,11 @@ pub struct CoordinatorArgs {
     /// Leadership lease TTL.
     #[arg(long, default_value = duration_default!(defaults::coordinator().lease_ttl), value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// TTL of the lease the leader holds for each worker's registration: a
+    /// worker whose heartbeats (every 2 s) stop is declared gone this long
+    /// after the last one. At least 3 s.
+    #[arg(long, default_value = duration_default!(defaults::coordinator().worker_lease_ttl), value_parser = parse_duration)]
+    pub worker_lease_ttl: Duration,
     /// etcd's --max-txn-ops: leader batches are split to fit.
     #[arg(long, default_value_t = defaults::coordinator().max_txn_ops)]
     pub max_txn_ops: usize,
@@ -132,6 +137,13 @@ impl CoordinatorArgs {
         c.etcd_timeout = self.etcd.etcd_timeout;
 
         c.lease_ttl = self.lease_ttl;
+        if self.worker_lease_ttl < Duration::from_secs(3) {
+            anyhow::bail!(
+                "--worker-lease-ttl {:?}: must be at least 3s (workers heartbeat every 2s)",
+                self.worker_lease_ttl
+            );
+        }
+        c.worker_lease_ttl = self.worker_lease_ttl;
         c.max_txn_ops = self.max_txn_ops;
         c.max_output_tail = self.max_output_tail;
         c.retention_age = self.retention_age;
@@ -159,8 +171,15 @@ pub enum ExecutorKind {
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
+    /// Coordinator API URLs, comma-separated (any of them; the worker finds
+    /// the leader through them). `host:port` gets https:// with --tls-ca,
+    /// else http://. Workers need no etcd access.
+    #[arg(
+        long,
+        env = "AUGUR_COORDINATORS",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinators: String,
     /// Unique node id.
     #[arg(long, env = "AUGUR_NODE_ID", default_value = "worker-1")]
     pub node_id: String,
@@ -175,9 +194,6 @@ pub struct WorkerArgs {
     pub data_dir: PathBuf,
     #[arg(long, value_enum, default_value_t = ExecutorKind::Process)]
     pub executor: ExecutorKind,
-    /// Registration lease TTL.
-    #[arg(long, default_value = duration_default!(defaults::worker().lease_ttl), value_parser = parse_duration)]
-    pub lease_ttl: Duration,
     /// On SIGTERM: how long running jobs may finish before they are handed back.
     #[arg(long, default_value = duration_default!(defaults::worker().drain_timeout), value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -216,16 +232,17 @@ impl WorkerArgs {
         if self.slots == 0 || self.slots > 4096 {
             anyhow::bail!("--slots must be 1..=4096, got {}", self.slots);
         }
-        let mut c = WorkerConfig::new(
-            &self.node_id,
-            split_endpoints(&self.etcd.etcd_endpoints),
-            self.data_dir.clone(),
-        );
-        c.prefix = self.etcd.etcd_prefix.clone();
-        c.etcd_timeout = self.etcd.etcd_timeout;
+        let tls = self.security.tls_ca.is_some();
+        let coordinators = split_endpoints(&self.coordinators)
+            .iter()
+            .map(|url| coordinator_url(url, tls))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if coordinators.is_empty() {
+            anyhow::bail!("--coordinators: give at least one coordinator URL");
+        }
+        let mut c = WorkerConfig::new(&self.node_id, coordinators, self.data_dir.clone());
         c.slots = self.slots;
         c.labels = self.labels.iter().cloned().collect();
-        c.lease_ttl = self.lease_ttl;
         c.output_retention = self.output_retention;
         c.fsync_results = self.fsync_results;
         c.drain_timeout = self.drain_timeout;
@@ -234,7 +251,6 @@ impl WorkerArgs {
             .join_token()?
             .map(augur_core::auth::Secret::new);
         c.tls = self.security.tls()?;
-        c.etcd_security = self.etcd.security.security()?;
         c.executor = match self.executor {
             ExecutorKind::Process => Executor::Process(ProcessConfig {
                 kill_grace: self.kill_grace,
@@ -373,6 +389,65 @@ fn advertise_url(
         anyhow::bail!("--advertise {url:?}: no path, only {scheme}://HOST:PORT");
     }
     Ok(url)
+}
+
+/// One of a worker's `--coordinators`: `http(s)://host:port`, or
+/// `host:port` with the scheme of the worker's TLS settings.
+fn coordinator_url(given: &str, tls: bool) -> anyhow::Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let url = match given.split_once("://") {
+        Some(("http" | "https", _)) => given.to_string(),
+        Some((other, _)) => anyhow::bail!(
+            "--coordinators {given:?}: the scheme must be http:// or https://, not {other}://"
+        ),
+        None => format!("{scheme}://{given}"),
+    };
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--coordinators {given:?}: not a URL: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+        anyhow::bail!(
+            "--coordinators {given:?}: give a host and a port, e.g. {scheme}://coordinator-1:7070"
+        );
+    }
+    if url.starts_with("https://") && !tls {
+        anyhow::bail!("--coordinators {given:?}: https:// needs --tls-ca (the CA the coordinators' certificates chain to)");
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod coordinator_url_tests {
+    use super::coordinator_url;
+
+    #[test]
+    fn host_and_port_get_the_scheme_of_the_tls_settings_and_bad_urls_name_the_flag() {
+        assert_eq!(
+            coordinator_url("c1:7070", false).expect("ok"),
+            "http://c1:7070"
+        );
+        assert_eq!(
+            coordinator_url("c1:7070", true).expect("ok"),
+            "https://c1:7070"
+        );
+        assert_eq!(
+            coordinator_url("http://127.0.0.1:7070", false).expect("ok"),
+            "http://127.0.0.1:7070"
+        );
+        for (bad, tls) in [
+            ("c1", false),
+            ("ftp://c1:7070", false),
+            ("https://c1:7070", false),
+            ("http://:7070", false),
+            ("c 1:7070", false),
+        ] {
+            let err = coordinator_url(bad, tls).expect_err(bad);
+            assert!(
+                err.to_string().starts_with("--coordinators"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

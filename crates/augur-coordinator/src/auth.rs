@@ -426,16 +426,18 @@ impl Auth {
         result
     }
 
-    /// Checks a worker's credential for a lookup (`WhoLeads`): refusals are
-    /// audited and counted as for an attach, successes are not logged (a
-    /// worker asks every heartbeat interval).
+    /// Checks a worker's credential for a lookup (`WhoLeads`, the first step
+    /// of attaching): refusals are audited and counted as refused attaches
+    /// (`action=worker_attach`), successes are not logged (a worker asks
+    /// every heartbeat interval).
     pub fn admit_worker_lookup<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match self.check_worker(request) {
             Ok(_) => Ok(()),
             Err(status) => {
-                warn!(audit = true, peer = %peer(request), action = "worker_who_leads",
-                      result = ?status.code(), reason = status.message(), "worker refused");
-                self.count_refusal("worker_who_leads", status.code());
+                warn!(audit = true, peer = %peer(request), action = "worker_attach",
+                      call = "who_leads", result = ?status.code(), reason = status.message(),
+                      "worker refused");
+                self.count_refusal("worker_attach", status.code());
                 Err(status)
             }
         }

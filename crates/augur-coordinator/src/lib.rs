@@ -54,6 +54,8 @@ pub struct CoordinatorConfig {
     pub min_training_runs: usize,
     /// How long a new leader waits for workers to report; default lease TTL + 2 s.
     pub reconcile_grace: Option<Duration>,
+    /// TTL of the lease the leader holds for each worker's registration.
+    pub worker_lease_ttl: Duration,
     /// Who may call the API and attach as a worker.
     pub auth: AuthConfig,
     /// TLS (and mTLS) for the API and the worker streams; `None`: plain HTTP/2.
@@ -87,6 +89,7 @@ impl CoordinatorConfig {
             retrain_interval: Duration::from_secs(60),
             min_training_runs: 50,
             reconcile_grace: None,
+            worker_lease_ttl: Duration::from_secs(5),
             auth: AuthConfig::default(),
             tls: None,
             peer_tls: None,
@@ -274,6 +277,7 @@ pub async fn run_on(
         reconcile_grace: config
             .reconcile_grace
             .unwrap_or(config.lease_ttl + Duration::from_secs(2)),
+        worker_lease_ttl: config.worker_lease_ttl,
         retention_age: config.retention_age,
         retention_count: config.retention_count,
         retention_interval: config.retention_interval,

@@ -53,6 +53,8 @@ impl WorkerService for Streams {
         };
         let worker = WorkerId::new(hello.worker_id.clone())
             .map_err(|e| Status::invalid_argument(format!("hello.worker_id: {e}")))?;
+        let announced =
+            crate::leader::announced(&worker, &hello).map_err(Status::invalid_argument)?;
         if how == crate::auth::BY_CERTIFICATE {
             // The certificate proves one identity: the worker may only be the
             // worker its certificate names.
@@ -76,6 +78,7 @@ impl WorkerService for Streams {
             worker: worker.clone(),
             conn,
             hello,
+            announced: Box::new(announced),
             tx,
         })?;
         // Relay inbound messages until the worker or the leadership goes away.

@@ -171,6 +171,15 @@ enum ReservedLabels {
     Allowed,
 }
 
+/// Checks the labels a worker announces (any key, `augur.` ones included:
+/// the worker's operator sets them).
+pub fn check_worker_labels(
+    field: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
+    check_label_map(field, map, ReservedLabels::Allowed)
+}
+
 fn check_label_map(
     field: &str,
     map: &BTreeMap<String, String>,

@@ -1,16 +1,21 @@
-//! Worker registrations: each worker writes its [`WorkerInfo`] under its own
-//! lease, so a dead worker's key disappears when the lease expires and the leader
-//! sees a delete event.
+//! Worker registrations: the leader writes each attached worker's
+//! [`WorkerInfo`] under a lease it grants for that worker and renews while the
+//! worker's stream heartbeats, so a dead worker's key disappears when the lease
+//! expires and the leader sees a delete event. Workers themselves hold no etcd
+//! access.
+
+use std::time::Duration;
 
 use augur_core::{WorkerId, WorkerInfo};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, WatchStream,
 };
 
 use crate::codec::{decode, encode};
 use crate::keys::{prefix_end, Keys};
-use crate::lease::LeaseHandle;
-use crate::Result;
+use crate::leadership::Fence;
+use crate::{Result, StoreError};
 
 /// A change in the set of registered workers.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,14 +38,40 @@ impl WorkerRegistry {
         WorkerRegistry { client, keys }
     }
 
-    /// Registers (or re-registers) a worker under `lease`.
-    pub async fn register(&self, info: &WorkerInfo, lease: &LeaseHandle) -> Result<()> {
-        let opts = PutOptions::new().with_lease(lease.id());
-        self.client
-            .clone()
-            .put(self.keys.worker(&info.id), encode(info), Some(opts))
-            .await?;
-        Ok(())
+    /// Grants a lease of `ttl` (whole seconds, at least 1) for a worker's
+    /// registration. Nothing renews it until [`LeaseRenewer::renew`] is called.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        Ok(self.client.clone().lease_grant(secs, None).await?.id())
+    }
+
+    /// Writes a worker's registration under its `lease_id`, only while
+    /// `fence` holds (a deposed leader cannot register anyone).
+    pub async fn register(&self, fence: &Fence, info: &WorkerInfo) -> Result<()> {
+        let put = TxnOp::put(
+            self.keys.worker(&info.id),
+            encode(info),
+            Some(PutOptions::new().with_lease(info.lease_id)),
+        );
+        let txn = Txn::new().when(vec![fence.guard()]).and_then(vec![put]);
+        if self.client.clone().txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                epoch: fence.epoch(),
+            })
+        }
+    }
+
+    /// A renewer of a worker's lease.
+    pub async fn renewer(&self, lease_id: i64) -> Result<LeaseRenewer> {
+        let (keeper, responses) = self.client.clone().lease_keep_alive(lease_id).await?;
+        Ok(LeaseRenewer { keeper, responses })
+    }
+
+    /// Ends a worker's registration now (its key goes with the lease).
+    pub async fn release(&self, lease_id: i64) -> Result<()> {
+        crate::lease::revoke_id(&self.client, lease_id).await
     }
 
     /// Every registered worker and the revision read at.
@@ -105,6 +136,25 @@ impl WorkerRegistry {
             keys: self.keys.clone(),
             prefix,
         })
+    }
+}
+
+/// Renews one lease on demand.
+pub struct LeaseRenewer {
+    keeper: LeaseKeeper,
+    responses: LeaseKeepAliveStream,
+}
+
+impl LeaseRenewer {
+    /// Renews the lease for its whole TTL; `false` once etcd says it expired.
+    pub async fn renew(&mut self) -> Result<bool> {
+        self.keeper.keep_alive().await?;
+        match self.responses.message().await? {
+            Some(resp) => Ok(resp.ttl() > 0),
+            None => Err(StoreError::Unavailable(
+                "lease keep-alive stream ended".into(),
+            )),
+        }
     }
 }
 

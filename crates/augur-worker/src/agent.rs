@@ -1,6 +1,8 @@
-//! The worker agent: registers under its own lease, keeps one stream to whoever
-//! leads, runs what it is assigned and reports results, re-sending buffered
-//! results after every reconnect until they are acknowledged.
+//! The worker agent: keeps one stream to whoever leads (found by asking the
+//! coordinators it was given; it holds no etcd access), runs what it is
+//! assigned and reports results, re-sending buffered results after every
+//! reconnect until they are acknowledged. The leader registers it under a
+//! lease the leader renews while this stream heartbeats.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -8,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use augur_core::{now_ms, JobId, WorkerId, WorkerInfo};
+use augur_core::{JobId, WorkerId};
 use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as In;
 use augur_proto::v1::worker_message::Kind as Out;
-use augur_store::{Keys, Leadership, LeaseHandle, WorkerRegistry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -27,20 +28,22 @@ use crate::executor::{ExecRequest, Executor};
 use crate::output::OutputStore;
 use crate::WorkerError;
 
+mod coordinators;
+mod registration;
 mod session;
+
+pub use coordinators::LeaderInfo;
 
 /// Everything a worker needs to run.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub node_id: String,
-    pub etcd_endpoints: Vec<String>,
-    pub prefix: String,
+    /// Coordinator API URLs; any of them says who leads.
+    pub coordinators: Vec<String>,
     pub slots: u32,
     pub labels: BTreeMap<String, String>,
     pub data_dir: PathBuf,
     pub executor: Executor,
-    pub lease_ttl: Duration,
-    pub etcd_timeout: Duration,
     /// Most finished results kept while unacknowledged.
     pub max_buffered: usize,
     /// How long full output tails stay on disk.
@@ -60,22 +63,17 @@ pub struct WorkerConfig {
     /// TLS to the coordinators (for `https://` leader addresses): the cluster
     /// CA and, under mTLS, this worker's certificate.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
-    /// How to authenticate to etcd.
-    pub etcd_security: augur_store::EtcdSecurity,
 }
 
 impl WorkerConfig {
-    pub fn new(node_id: &str, etcd_endpoints: Vec<String>, data_dir: PathBuf) -> Self {
+    pub fn new(node_id: &str, coordinators: Vec<String>, data_dir: PathBuf) -> Self {
         WorkerConfig {
             node_id: node_id.to_string(),
-            etcd_endpoints,
-            prefix: "/augur".into(),
+            coordinators,
             slots: 4,
             labels: BTreeMap::new(),
             data_dir,
             executor: Executor::Process(Default::default()),
-            lease_ttl: Duration::from_secs(5),
-            etcd_timeout: Duration::from_secs(5),
             max_buffered: 10_000,
             output_retention: Duration::from_secs(24 * 3600),
             heartbeat: Duration::from_secs(2),
@@ -84,7 +82,6 @@ impl WorkerConfig {
             report_tail_bytes: 16 * 1024,
             join_token: None,
             tls: None,
-            etcd_security: Default::default(),
         }
     }
 }
@@ -106,9 +103,10 @@ pub(crate) struct Agent {
     /// The current stream's sender, if connected.
     outbound: Mutex<Option<Outbound>>,
     highest_epoch: Mutex<i64>,
-    /// The lease the current registration is under (0 until registered): the
-    /// hello names it, so the leader knows this stream is the registered
-    /// worker and not a second process started with the same id.
+    /// The lease the leader registered this worker under (0 until
+    /// registered; kept in the data directory across restarts): the hello
+    /// names it, so the leader knows this stream is the registered worker and
+    /// not a second process started with the same id.
     lease_id: std::sync::atomic::AtomicI64,
     metrics: Arc<WorkerMetrics>,
     /// Set on SIGTERM: take no new work.
@@ -132,10 +130,47 @@ impl Agent {
         }
     }
 
-    fn send(&self, kind: Out) {
+    pub(crate) fn send(&self, kind: Out) {
         let guard = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = guard.as_ref() {
             let _ = tx.send(pb::WorkerMessage { kind: Some(kind) });
+        }
+    }
+
+    /// The first message of a stream: who this is, what it holds, and the
+    /// registration the leader writes for it.
+    pub(crate) fn hello(&self) -> pb::Hello {
+        pb::Hello {
+            worker_id: self.id.to_string(),
+            running: self.held_attempts(),
+            highest_epoch: *self.highest_epoch.lock().unwrap_or_else(|p| p.into_inner()),
+            lease_id: self.lease_id.load(Ordering::Acquire),
+            slots: self.config.slots,
+            labels: self.config.labels.clone().into_iter().collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            executor: self.config.executor.kind().to_string(),
+            capacity: None,
+            draining: self.draining.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The leader registered this worker under `lease`: named in the next
+    /// hello, and kept on disk so a restarted worker reattaches as itself.
+    fn registered(&self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        let previous = self.lease_id.swap(lease, Ordering::AcqRel);
+        // Counted once per process at least, so a worker restarted onto the
+        // registration it kept is seen as registered too.
+        if previous != lease || self.metrics.registrations.get() == 0 {
+            info!(lease_id = lease, "registered by the leader");
+            self.metrics.registrations.inc();
+        }
+        if previous != lease {
+            if let Err(e) = registration::save(&self.config.data_dir, lease) {
+                warn!(error = %e, "could not keep the registration's lease id on disk");
+            }
         }
     }
 
@@ -177,15 +212,12 @@ pub async fn run(
         config.fsync_results,
     )?;
     let output = OutputStore::open(&config.data_dir.join("output"))?;
-    let client = augur_store::connect_secure(
-        &config.etcd_endpoints,
-        config.etcd_timeout,
-        &config.etcd_security,
-    )
-    .await?;
-    let keys = Keys::new(&config.prefix);
-    let registry = WorkerRegistry::new(client.clone(), keys.clone());
-    let leadership = Leadership::new(client.clone(), keys);
+    let coordinators = Arc::new(coordinators::Coordinators::new(
+        config.coordinators.clone(),
+        config.tls.clone(),
+        config.join_token.as_ref(),
+    )?);
+    let lease_id = registration::load(&config.data_dir);
     let agent = Arc::new(Agent {
         id,
         config: config.clone(),
@@ -194,7 +226,7 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         outbound: Mutex::new(None),
         highest_epoch: Mutex::new(0),
-        lease_id: std::sync::atomic::AtomicI64::new(0),
+        lease_id: std::sync::atomic::AtomicI64::new(lease_id),
         metrics,
         draining: AtomicBool::new(false),
         handing_back: AtomicBool::new(false),
@@ -217,17 +249,8 @@ pub async fn run(
     // keeps its registration and its stream so running jobs can report.
     let stopped = CancellationToken::new();
     let drain = tokio::spawn(
-        crate::drain::on_shutdown(
-            agent.clone(),
-            registry.clone(),
-            shutdown.clone(),
-            stopped.clone(),
-        )
-        .instrument(tracing::info_span!("drain")),
-    );
-    let registration = tokio::spawn(
-        keep_registered(agent.clone(), registry, client, stopped.clone())
-            .instrument(tracing::info_span!("registration")),
+        crate::drain::on_shutdown(agent.clone(), shutdown.clone(), stopped.clone())
+            .instrument(tracing::info_span!("drain")),
     );
     let purge = tokio::spawn(purge_outputs(agent.clone(), stopped.clone()));
     // Re-resolves the leader every heartbeat interval, off the stream's loop.
@@ -235,10 +258,10 @@ pub async fn run(
     let follower = tokio::spawn(
         session::follow_leader(
             {
-                let leadership = leadership.clone();
+                let coordinators = coordinators.clone();
                 move || {
-                    let leadership = leadership.clone();
-                    async move { leadership.current().await }
+                    let coordinators = coordinators.clone();
+                    async move { coordinators.who_leads().await }
                 }
             },
             config.heartbeat,
@@ -260,7 +283,7 @@ pub async fn run(
         let attached_before = sessions;
         let result = session::session(
             &agent,
-            &leadership,
+            &coordinators,
             &mut leader_changes,
             &shutdown,
             &mut sessions,
@@ -327,64 +350,11 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for task in [drain, registration, purge, follower] {
+    for task in [drain, purge, follower] {
         let _ = task.await;
     }
     info!("worker stopped");
     Ok(())
-}
-
-/// Registers under a lease and re-registers under a new one whenever it is lost.
-async fn keep_registered(
-    agent: Arc<Agent>,
-    registry: WorkerRegistry,
-    client: augur_store::EtcdClient,
-    shutdown: CancellationToken,
-) {
-    while !shutdown.is_cancelled() {
-        let attempt = async {
-            let lease = LeaseHandle::grant(&client, agent.config.lease_ttl).await?;
-            // Every worker carries `node=<its id>`, so a job can be pinned to
-            // one worker with `--constraint node=ID`.
-            let mut labels = agent.config.labels.clone();
-            labels.insert("node".to_string(), agent.id.to_string());
-            let info = WorkerInfo {
-                id: agent.id.clone(),
-                slots: agent.config.slots,
-                labels,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                executor: agent.config.executor.kind().to_string(),
-                registered_at_ms: now_ms(),
-                lease_id: lease.id(),
-                draining: false,
-                capacity: None,
-            };
-            registry.register(&info, &lease).await?;
-            Ok::<_, augur_store::StoreError>(lease)
-        };
-        match attempt.await {
-            Ok(lease) => {
-                info!(lease_id = lease.id(), "registered");
-                agent.lease_id.store(lease.id(), Ordering::Release);
-                agent.metrics.registrations.inc();
-                let lost = lease.lost();
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        let _ = lease.revoke().await;
-                        return;
-                    }
-                    _ = lost.cancelled() => warn!("registration lease lost; registering again"),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "registration failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
 }
 
 async fn purge_outputs(agent: Arc<Agent>, shutdown: CancellationToken) {
@@ -451,8 +421,10 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             *highest = (*highest).max(w.epoch);
+            drop(highest);
+            agent.registered(w.lease_id);
         }
-        In::Registered(_) => {}
+        In::Registered(r) => agent.registered(r.lease_id),
         In::Assign(assign) => {
             let (Some(attempt), Some(spec)) = (assign.attempt, assign.spec) else {
                 return;

@@ -1,17 +1,22 @@
-//! Graceful shutdown of a worker (SIGTERM): stop taking work, let running jobs
-//! finish within the drain timeout, hand back what is left, then let the
-//! registration go so the leader requeues the handed-back attempts at once.
+//! Graceful shutdown of a worker (SIGTERM): stop taking work (and tell the
+//! leader, which marks the registration draining), let running jobs finish
+//! within the drain timeout, hand back what is left, then say goodbye so the
+//! leader ends the registration and requeues the handed-back attempts at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_store::WorkerRegistry;
+use augur_proto::v1 as pb;
+use augur_proto::v1::worker_message::Kind as Out;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+
+/// Time for the goodbye to leave before the stream is closed.
+const GOODBYE_FLUSH: Duration = Duration::from_millis(200);
 
 fn running(agent: &Agent) -> usize {
     agent
@@ -34,7 +39,6 @@ async fn wait_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
 /// Waits for `shutdown`, drains, then fires `stopped`.
 pub(crate) async fn on_shutdown(
     agent: Arc<Agent>,
-    registry: WorkerRegistry,
     shutdown: CancellationToken,
     stopped: CancellationToken,
 ) {
@@ -49,10 +53,8 @@ pub(crate) async fn on_shutdown(
         timeout_ms = timeout.as_millis() as u64,
         "draining: no new work, waiting for running jobs"
     );
-    match registry.set_draining(&agent.id, true).await {
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not mark this worker draining in etcd"),
-    }
+    // A stream opened later says so in its hello.
+    agent.send(Out::Draining(pb::Draining {}));
     let finished = wait_until(Instant::now() + timeout, || running(&agent) == 0).await;
     if !finished {
         let left = running(&agent);
@@ -72,6 +74,10 @@ pub(crate) async fn on_shutdown(
         agent.buffer.is_empty()
     })
     .await;
+    // The registration goes now rather than one lease TTL after the stream
+    // closes. Best effort: if the goodbye is lost, the lease expires.
+    agent.send(Out::Goodbye(pb::Goodbye {}));
+    tokio::time::sleep(GOODBYE_FLUSH).await;
     info!("drain complete");
     stopped.cancel();
 }

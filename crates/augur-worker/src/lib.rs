@@ -22,8 +22,6 @@ pub enum WorkerError {
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Store(#[from] augur_store::StoreError),
-    #[error(transparent)]
     Buffer(#[from] buffer::BufferError),
     #[error(transparent)]
     Output(#[from] output::OutputError),

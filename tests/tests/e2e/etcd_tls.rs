@@ -91,9 +91,8 @@ fn security_etcd_over_mutual_tls() {
     ));
     children.0.push(spawn_logged(
         Command::new(augur_bin())
-            .args(["worker", "--node-id", "w1", "--lease-ttl", "2s"])
-            .args(["--etcd-endpoints", &etcd_url])
-            .args(&etcd_tls)
+            .args(["worker", "--node-id", "w1"])
+            .args(["--coordinators", &format!("http://{api}")])
             .arg("--data-dir")
             .arg(root.join("w1")),
         &root.join("worker.log"),

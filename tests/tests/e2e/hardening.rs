@@ -171,7 +171,7 @@ fn hardening_bad_settings_stop_the_worker_at_start_up() {
     for (args, expected) in cases {
         let out = run_with_timeout(
             Command::new(cluster.augur_bin())
-                .args(["worker", "--etcd-endpoints", cluster.etcd_url()])
+                .args(["worker", "--coordinators", &cluster.coordinator_urls()])
                 .args(["--node-id", "refused", "--data-dir", &data_dir])
                 .args(*args),
             Duration::from_secs(30),

@@ -30,10 +30,10 @@ fn a_second_worker_with_the_same_node_id_is_refused_and_jobs_still_succeed() {
     let mut twin = spawn_logged(
         Command::new(cluster.augur_bin())
             .arg("worker")
-            .args(["--etcd-endpoints", cluster.etcd_url()])
+            .args(["--coordinators", &cluster.coordinator_urls()])
             .args(["--node-id", "w1", "--slots", "2", "--data-dir"])
             .arg(&data_dir)
-            .args(["--lease-ttl", "2s", "--metrics-listen", &metrics]),
+            .args(["--metrics-listen", &metrics]),
         &twin_log,
     );
     let ids: Vec<String> = (0..6)

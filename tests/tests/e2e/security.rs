@@ -154,12 +154,32 @@ fn jobs_avoid_refused_worker(cluster: &Cluster, token: &str, refused: &str) {
         assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
         assert_ne!(json_str(&job, "worker_id"), refused, "{refused} ran {id}");
     }
+    // Never registered: not listed anywhere, not counted in augur_workers.
     let status = cluster.cluster_status();
-    let ready = status["workers"].as_array().is_some_and(|ws| {
-        ws.iter()
-            .any(|w| w["id"] == refused && w["state"] == "ready")
-    });
-    assert!(!ready, "{refused}, refused, is ready: {status}");
+    let listed = status["workers"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["id"] == refused));
+    assert!(!listed, "{refused}, refused, is listed: {status}");
+    let workers = cluster.workers();
+    assert!(
+        workers.iter().all(|w| w["id"] != refused),
+        "{refused}, refused, is in `augur workers`: {workers:?}"
+    );
+    // The leader's gauge (coordinator `cN` is index N-1).
+    let leader = json_str(&status, "leader")
+        .trim_start_matches('c')
+        .parse::<usize>()
+        .expect("a leader named cN");
+    let text = scrape(cluster.metrics_addr(leader - 1), false).expect("leader metrics");
+    let counted = Exposition::parse(&text)
+        .expect("parses")
+        .sum("augur_workers", &[]);
+    assert_eq!(
+        counted,
+        workers.len() as f64,
+        "augur_workers counts {counted}, `augur workers` lists {}",
+        workers.len()
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! core's domain inputs, and the core's messages encoded for the wire. Nothing
 //! past this module sees a `pb` type of the worker protocol.
 
-use augur_core::JobId;
+use augur_core::{JobId, WorkerId, WorkerInfo};
 use augur_proto::v1 as pb;
 use augur_proto::v1::coordinator_message::Kind as Out;
 use augur_proto::v1::worker_message::Kind as In;
@@ -41,6 +41,46 @@ pub(crate) fn attempt_keys(refs: &[pb::AttemptRef]) -> Vec<AttemptKey> {
     refs.iter().filter_map(|a| key(a).ok()).collect()
 }
 
+/// Most slots a worker may offer.
+pub(crate) const MAX_WORKER_SLOTS: u32 = 4096;
+
+/// The registration a worker's hello asks for: checked here, since the
+/// leader writes it. Every worker carries `node=<its id>`, so a job can be
+/// pinned to one worker with `--constraint node=ID`.
+pub(crate) fn announced(worker: &WorkerId, hello: &pb::Hello) -> Result<WorkerInfo, String> {
+    if hello.slots == 0 || hello.slots > MAX_WORKER_SLOTS {
+        return Err(format!(
+            "hello.slots must be 1..={MAX_WORKER_SLOTS}, got {}",
+            hello.slots
+        ));
+    }
+    let mut labels: std::collections::BTreeMap<String, String> =
+        hello.labels.clone().into_iter().collect();
+    labels.insert("node".to_string(), worker.to_string());
+    augur_core::spec::check_worker_labels("hello.labels", &labels).map_err(|e| e.to_string())?;
+    let short = |field: &str, text: &str| {
+        if text.len() > 64 || text.chars().any(char::is_control) {
+            Err(format!("{field} must be at most 64 printable characters"))
+        } else {
+            Ok(text.to_string())
+        }
+    };
+    Ok(WorkerInfo {
+        id: worker.clone(),
+        slots: hello.slots,
+        labels,
+        version: short("hello.version", &hello.version)?,
+        executor: short("hello.executor", &hello.executor)?,
+        registered_at_ms: 0,
+        lease_id: 0,
+        draining: hello.draining,
+        capacity: hello.capacity.map(|c| augur_core::Capacity {
+            cpu_millis: c.cpu_millis,
+            memory_bytes: c.memory_bytes,
+        }),
+    })
+}
+
 /// Decodes one message from a worker's stream.
 pub(crate) fn decode(msg: In, max_output_tail: usize) -> Result<FromWorker, Undecodable> {
     match msg {
@@ -76,7 +116,8 @@ pub(crate) fn decode(msg: In, max_output_tail: usize) -> Result<FromWorker, Unde
             running: attempt_keys(&beat.running),
         }),
         In::Hello(_) => Err(Undecodable::Ignore("hello after the first message")),
-        In::Draining(_) | In::Goodbye(_) => Err(Undecodable::Ignore("not handled yet")),
+        In::Draining(_) => Ok(FromWorker::Draining),
+        In::Goodbye(_) => Ok(FromWorker::Goodbye),
     }
 }
 
@@ -97,10 +138,13 @@ pub(crate) fn encode(
     trace_context: std::collections::HashMap<String, String>,
 ) -> pb::CoordinatorMessage {
     let kind = match msg {
-        ToWorker::Welcome => Out::Welcome(pb::Welcome {
+        ToWorker::Welcome { lease_id } => Out::Welcome(pb::Welcome {
             leader: node_id.to_string(),
             epoch,
-            lease_id: 0,
+            lease_id: *lease_id,
+        }),
+        ToWorker::Registered(lease_id) => Out::Registered(pb::Registered {
+            lease_id: *lease_id,
         }),
         ToWorker::Assign { record } => Out::Assign(pb::Assign {
             attempt: Some(pb::AttemptRef {

@@ -11,12 +11,15 @@
 
 mod edge;
 mod learning;
+mod leases;
 mod observe;
 mod schedules;
 mod shell;
 mod state;
 pub(crate) mod term;
 pub(crate) mod writer;
+
+pub(crate) use edge::announced;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +56,16 @@ pub(crate) enum LeaderInput {
         worker: WorkerId,
         conn: u64,
         hello: pb::Hello,
+        /// The registration it asks for, decoded and checked at the edge.
+        announced: Box<augur_core::WorkerInfo>,
         tx: WorkerTx,
     },
+    /// A worker's registration could not be written.
+    RegistrationFailed(WorkerId),
+    /// A worker's registration was written under this lease.
+    LeaseActive(i64),
+    /// A worker lease's keeper ended (expired, or no longer renewed).
+    LeaseEnded(i64),
     Message {
         worker: WorkerId,
         conn: u64,
@@ -103,6 +114,9 @@ pub struct LeaderSettings {
     pub max_output_tail: usize,
     /// How long a new leader waits for workers to reconnect before requeuing.
     pub reconcile_grace: Duration,
+    /// TTL of the leases the leader holds for workers' registrations: a
+    /// worker whose heartbeats stop is gone this long after the last one.
+    pub worker_lease_ttl: Duration,
     pub retention_age: Duration,
     pub retention_count: usize,
     pub retention_interval: Duration,
@@ -255,6 +269,13 @@ pub(crate) async fn run(
         reconcile_grace_ms: settings.reconcile_grace.as_millis() as i64,
         ..state::Timing::default()
     };
+    // Registrations of the previous term are adopted: their leases are kept
+    // alive through the reconnect grace while their workers find this leader.
+    let mut leases = leases::WorkerLeases::new(registry, settings.worker_lease_ttl, tx.clone());
+    let hold_until = tokio::time::Instant::now() + settings.reconcile_grace;
+    for info in &workers {
+        leases.hold(info.lease_id, hold_until, &mut term);
+    }
     let state = state::LeaderState::new(timing, fence.epoch(), scheduler, active, workers, now);
     if state.reconciling() {
         info!(
@@ -269,6 +290,7 @@ pub(crate) async fn run(
         core: state,
         writer,
         store: jobs,
+        leases,
         self_tx: tx,
         conns: Default::default(),
         origin,

@@ -36,6 +36,7 @@ pub(crate) struct Shell<S: LeaderStore> {
     pub core: LeaderState<CancelReply>,
     pub writer: Writer,
     pub store: S,
+    pub leases: super::leases::WorkerLeases,
     pub self_tx: mpsc::UnboundedSender<LeaderInput>,
     /// Open worker streams by connection.
     pub conns: HashMap<ConnId, WorkerTx>,
@@ -113,6 +114,7 @@ impl<S: LeaderStore> Shell<S> {
                 worker,
                 conn,
                 hello,
+                announced,
                 tx,
             } => {
                 info!(worker_id = %worker, conn, running = hello.running.len(), "worker attached");
@@ -122,7 +124,17 @@ impl<S: LeaderStore> Shell<S> {
                     conn,
                     running: edge::attempt_keys(&hello.running),
                     lease_id: hello.lease_id,
+                    announced,
                 }
+            }
+            LeaderInput::RegistrationFailed(worker) => Input::RegistrationFailed { worker },
+            LeaderInput::LeaseActive(lease) => {
+                self.leases.active(lease, term);
+                return;
+            }
+            LeaderInput::LeaseEnded(lease) => {
+                self.leases.ended(lease);
+                return;
             }
             LeaderInput::Detached { worker, conn } => {
                 self.conns.remove(&conn);
@@ -215,6 +227,17 @@ impl<S: LeaderStore> Shell<S> {
             Effect::CancelRefused { reply, refusal } => {
                 let CancelRefusal::NotApplicable(why) = refusal;
                 let _ = reply.send(Err(leader_status::cancel_not_applicable(why)));
+            }
+            Effect::Register(info) => self.leases.register(*info, term),
+            Effect::RenewLease(lease) => self.leases.renew(lease, term),
+            Effect::ReleaseLease(lease) => self.leases.release(lease, term),
+            Effect::MarkDraining(worker) => {
+                let registry = self.leases.registry();
+                term.spawn("worker_draining", async move {
+                    if let Err(e) = registry.set_draining(&worker, true).await {
+                        warn!(worker_id = %worker, error = %e, "could not mark the worker draining");
+                    }
+                });
             }
             Effect::Observe(observation) => self.observe(observation),
         }

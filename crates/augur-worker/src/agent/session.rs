@@ -1,34 +1,33 @@
 //! One stream to the leader, and the task that follows the election for it.
 //!
-//! The stream's message loop ([`pump`]) never waits on etcd: a heartbeat is a
-//! message built from memory, and the leader is re-resolved every heartbeat
-//! interval by a task of its own ([`follow_leader`]) that publishes what etcd
-//! says through a `watch` channel. So an assignment never waits behind an etcd
-//! read (which may take the whole etcd timeout while etcd is slow), and a
-//! stream to a deposed leader is still dropped within one interval of etcd
-//! naming another.
+//! The stream's message loop ([`pump`]) never waits on a look-up: a heartbeat
+//! is a message built from memory, and the leader is re-resolved every
+//! heartbeat interval by a task of its own ([`follow_leader`]) that asks the
+//! coordinators (`WhoLeads`) and publishes the answer through a `watch`
+//! channel. So an assignment never waits behind a slow coordinator, and a
+//! stream to a deposed leader is still dropped within one interval of the
+//! election naming another.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use augur_proto::v1 as pb;
 use augur_proto::v1::worker_message::Kind as Out;
 use augur_proto::v1::worker_service_client::WorkerServiceClient;
-use augur_store::{LeaderInfo, Leadership, StoreError};
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::coordinators::{Coordinators, LeaderInfo};
 use super::{handle, Agent, Outbound};
 use crate::convert::finished_message;
 use crate::WorkerError;
 
 /// Resolves the leader every `interval` and publishes it on `leader` when it
-/// changes, until `shutdown`. A failed read keeps the last answer.
+/// changes, until `shutdown`. A failed look-up keeps the last answer.
 pub(super) async fn follow_leader<F, Fut>(
     mut resolve: F,
     interval: Duration,
@@ -36,7 +35,7 @@ pub(super) async fn follow_leader<F, Fut>(
     shutdown: CancellationToken,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<LeaderInfo>, StoreError>>,
+    Fut: Future<Output = Result<Option<LeaderInfo>, WorkerError>>,
 {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -58,7 +57,7 @@ pub(super) async fn follow_leader<F, Fut>(
                 });
             }
             Err(e) => {
-                debug!(error = %e, "cannot read the leader from etcd; keeping the last answer")
+                debug!(error = %e, "cannot learn who leads; keeping the last answer")
             }
         }
     }
@@ -68,45 +67,25 @@ pub(super) async fn follow_leader<F, Fut>(
 /// `shutdown` fires.
 pub(super) async fn session(
     agent: &Arc<Agent>,
-    leadership: &Leadership,
+    coordinators: &Coordinators,
     leader_changes: &mut watch::Receiver<Option<LeaderInfo>>,
     shutdown: &CancellationToken,
     sessions: &mut u64,
 ) -> Result<(), WorkerError> {
-    // A fresh read (not the follower's last answer, up to an interval old):
-    // after a broken stream the leader has often just changed.
-    let leader = leadership.current().await?.ok_or(WorkerError::NoLeader)?;
-    // What the follower published before this read is not news.
+    // A fresh look-up (not the follower's last answer, up to an interval
+    // old): after a broken stream the leader has often just changed.
+    let leader = coordinators
+        .who_leads()
+        .await?
+        .ok_or(WorkerError::NoLeader)?;
+    // What the follower published before this look-up is not news.
     leader_changes.borrow_and_update();
     // HTTP/2 pings notice a leader that is frozen (SIGSTOP, a long pause) even
     // though its kernel still holds the TCP connection open.
-    let mut endpoint = tonic::transport::Endpoint::from_shared(leader.address.clone())
-        .map_err(|e| WorkerError::Config(format!("leader address {:?}: {e}", leader.address)))?;
-    if let Some(tls) = &agent.config.tls {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| WorkerError::Config(format!("TLS to {}: {e}", leader.address)))?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await?;
+    let channel = coordinators.endpoint(&leader.address)?.connect().await?;
     let mut client = WorkerServiceClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
-    let hello = pb::Hello {
-        worker_id: agent.id.to_string(),
-        running: agent.held_attempts(),
-        highest_epoch: *agent
-            .highest_epoch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-        lease_id: agent.lease_id.load(Ordering::Acquire),
-        ..Default::default()
-    };
+    let hello = agent.hello();
     let _ = tx.send(pb::WorkerMessage {
         kind: Some(Out::Hello(hello)),
     });
@@ -114,14 +93,16 @@ pub(super) async fn session(
     if let Ok(value) = agent.id.to_string().parse() {
         request.metadata_mut().insert("x-augur-worker-id", value);
     }
-    if let Some(token) = &agent.config.join_token {
-        let value = token
-            .expose()
-            .parse()
-            .map_err(|_| WorkerError::Config("the join token is not printable ASCII".into()))?;
-        request.metadata_mut().insert("x-augur-join-token", value);
-    }
-    let inbound = client.attach(request).await?.into_inner();
+    coordinators.authorise(&mut request);
+    let inbound = match client.attach(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            // A follower (the election moved since the look-up) names the
+            // leader: ask it first next time.
+            coordinators.hint(&status);
+            return Err(status.into());
+        }
+    };
     *agent.outbound.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     if *sessions > 0 {
         agent.metrics.stream_reconnects.inc();

@@ -149,7 +149,10 @@ impl<R> LeaderState<R> {
                 report,
                 outcome,
             } => self.finished(worker, conn, attempt, report, outcome, now),
+            FromWorker::Draining => self.worker_draining(&worker),
+            FromWorker::Goodbye => self.goodbye(&worker),
             FromWorker::Heartbeat { running } => {
+                self.heartbeat(&worker);
                 if let Some(entry) = self.workers.get_mut(&worker) {
                     // Refresh the send time of attempts the worker confirms.
                     for key in running {

@@ -25,6 +25,8 @@ mod jobs;
 mod workers;
 
 #[cfg(test)]
+mod registration_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
@@ -97,6 +99,10 @@ pub(crate) enum FromWorker {
     Heartbeat {
         running: Vec<AttemptKey>,
     },
+    /// It takes no new work (SIGTERM).
+    Draining,
+    /// It is leaving after its drain: end its registration now.
+    Goodbye,
 }
 
 /// What the core reacts to. `R` is the shell's handle to answer a caller.
@@ -112,12 +118,19 @@ pub(crate) enum Input<R> {
     /// A registration went away (its lease expired or was revoked).
     WorkerDeregistered(WorkerId),
     /// A worker opened a stream. `lease_id` is the registration it says it
-    /// holds (0: it did not say).
+    /// holds (0: it did not say); `announced` is the registration it asks for
+    /// (slots, labels, capacity; its lease id is not set).
     Attached {
         worker: WorkerId,
         conn: ConnId,
         running: Vec<AttemptKey>,
         lease_id: i64,
+        announced: Box<WorkerInfo>,
+    },
+    /// Writing a worker's registration failed (it is retried while the
+    /// worker stays attached).
+    RegistrationFailed {
+        worker: WorkerId,
     },
     Detached {
         worker: WorkerId,
@@ -149,8 +162,15 @@ pub(crate) enum Input<R> {
 /// Messages to a worker.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ToWorker {
-    Welcome,
-    Assign { record: Box<JobRecord> },
+    /// `lease_id`: the registration it is attached under (0: being written).
+    Welcome {
+        lease_id: i64,
+    },
+    /// Its registration was written (again) under this lease.
+    Registered(i64),
+    Assign {
+        record: Box<JobRecord>,
+    },
     Ack(AttemptKey),
     Cancel(AttemptKey),
     Drain,
@@ -280,6 +300,17 @@ pub(crate) enum Effect<R> {
         reply: R,
         refusal: CancelRefusal,
     },
+    /// Register an attached worker: grant a lease of the worker-lease TTL
+    /// (unless `info.lease_id` names the one it holds already) and write the
+    /// registration under it, fenced. Success shows as a registry event;
+    /// failure comes back as [`Input::RegistrationFailed`].
+    Register(Box<WorkerInfo>),
+    /// Renew a worker's lease for another TTL (its stream heartbeats).
+    RenewLease(i64),
+    /// End a worker's lease now (it said goodbye).
+    ReleaseLease(i64),
+    /// Mark a worker's registration draining (it said so).
+    MarkDraining(WorkerId),
     Observe(Observation),
 }
 
@@ -388,7 +419,9 @@ impl<R> LeaderState<R> {
                 conn,
                 running,
                 lease_id,
-            } => self.attached(worker, conn, running, lease_id, now),
+                announced,
+            } => self.attached(worker, conn, running, lease_id, *announced, now),
+            Input::RegistrationFailed { worker } => self.registration_failed(&worker, now),
             Input::Detached { worker, conn } => self.detached(&worker, conn, now),
             Input::Message { worker, conn, msg } => self.message(worker, conn, msg, now),
             Input::DeliveryFailed { worker, attempt } => {
@@ -440,6 +473,7 @@ impl<R> LeaderState<R> {
 
     fn tick(&mut self, now: Now) {
         self.promote_delayed(now);
+        self.retry_registrations(now);
         self.expire_lease_grace(now);
         self.finish_reconcile_if_done(now);
         if now.mono_ms >= self.next_audit_ms {

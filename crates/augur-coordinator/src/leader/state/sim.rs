@@ -44,6 +44,14 @@ pub(crate) struct World {
     pub slots: BTreeMap<WorkerId, u32>,
     pub epoch: i64,
     pub leases: BTreeMap<WorkerId, i64>,
+    /// Registrations the core asked for, written at the next commit.
+    pub registering: Vec<WorkerInfo>,
+    /// Registry events the store owes the core (written registrations,
+    /// released leases), delivered at the next commit.
+    pub registry_events: Vec<Input<Reply>>,
+    pub next_lease: i64,
+    /// Leases the core asked to renew, in order.
+    pub renewed: Vec<i64>,
 }
 
 pub(crate) fn worker_id(n: usize) -> WorkerId {
@@ -147,6 +155,10 @@ impl World {
             slots,
             epoch: 1,
             leases,
+            registering: Vec::new(),
+            registry_events: Vec::new(),
+            next_lease: 10_000,
+            renewed: Vec::new(),
         }
     }
 
@@ -155,6 +167,9 @@ impl World {
     /// new core loads what the store holds and the registrations, as a new
     /// leader does. Workers keep what they run and attach again later.
     pub fn failover(&mut self) {
+        // Registration writes in flight are lost with the term.
+        self.registering.clear();
+        self.registry_events.clear();
         // A caller whose cancel was not yet durable gets "leadership ended
         // during the call; retry" (its reply handle is dropped).
         for (_, then) in std::mem::take(&mut self.uncommitted) {
@@ -244,12 +259,54 @@ impl World {
             Effect::CancelFromStore { reply, .. } | Effect::CancelRefused { reply, .. } => {
                 self.cancel_answers.push(reply)
             }
+            Effect::Register(info) => self.registering.push(*info),
+            Effect::RenewLease(lease) => self.renewed.push(lease),
+            Effect::ReleaseLease(lease) => {
+                if let Some((w, _)) = self.leases.iter().find(|(_, l)| **l == lease) {
+                    self.registry_events
+                        .push(Input::WorkerDeregistered(w.clone()));
+                }
+            }
+            Effect::MarkDraining(w) => {
+                if let Some(mut info) = self.core.workers.get(&w).and_then(|e| e.info.clone()) {
+                    info.draining = true;
+                    self.registry_events
+                        .push(Input::WorkerRegistered(Box::new(info)));
+                }
+            }
             Effect::Observe(_) => {}
+        }
+    }
+
+    /// The store writes the registrations asked for (under a new lease
+    /// unless one is named) and delivers the registry's events.
+    pub fn commit_registry(&mut self) {
+        for mut info in std::mem::take(&mut self.registering) {
+            if info.lease_id == 0 {
+                self.next_lease += 1;
+                info.lease_id = self.next_lease;
+            }
+            self.leases.insert(info.id.clone(), info.lease_id);
+            self.registry_events
+                .push(Input::WorkerRegistered(Box::new(info)));
+        }
+        for event in std::mem::take(&mut self.registry_events) {
+            self.input(event);
+        }
+    }
+
+    /// A registration write the core asked for fails.
+    pub fn fail_registration(&mut self, w: &WorkerId) {
+        let before = self.registering.len();
+        self.registering.retain(|info| &info.id != w);
+        if self.registering.len() != before {
+            self.input(Input::RegistrationFailed { worker: w.clone() });
         }
     }
 
     /// The store commits everything handed to it, then runs the follow-ups.
     pub fn commit(&mut self) {
+        self.commit_registry();
         let batch = std::mem::take(&mut self.uncommitted);
         let mut follow_ups = Vec::new();
         for (record, then) in batch {
@@ -341,11 +398,13 @@ impl World {
         }
         let running = self.holding.get(w).cloned().unwrap_or_default();
         let lease_id = self.leases.get(w).copied().unwrap_or(0);
+        let announced = Box::new(worker_info(w, self.slots[w], 0));
         self.input(Input::Attached {
             worker: w.clone(),
             conn,
             running,
             lease_id,
+            announced,
         });
         conn
     }

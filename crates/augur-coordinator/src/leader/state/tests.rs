@@ -16,19 +16,30 @@ use augur_core::{JobState, WorkerId};
 
 #[derive(Clone, Debug)]
 enum Step {
-    Submit { slots: u32, max_attempts: u32 },
+    Submit {
+        slots: u32,
+        max_attempts: u32,
+    },
     Commit,
     Advance(i64),
     Start(usize),
-    Finish { worker: usize, exit: i32 },
+    Finish {
+        worker: usize,
+        exit: i32,
+    },
     Unreadable(usize),
     Heartbeat(usize),
     Duplicate(usize),
     Detach(usize),
     Attach(usize),
     Deregister(usize),
-    Reregister { worker: usize, new_lease: bool },
+    Reregister {
+        worker: usize,
+        new_lease: bool,
+    },
     Impostor(usize),
+    /// SIGTERM: the worker drains, says goodbye and exits.
+    Leave(usize),
     Cancel(usize),
     DeliveryFailed(usize),
     Failover,
@@ -49,6 +60,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..3).prop_map(Step::Deregister),
         1 => (0usize..3, any::<bool>()).prop_map(|(worker, new_lease)| Step::Reregister { worker, new_lease }),
         1 => (0usize..3).prop_map(Step::Impostor),
+        1 => (0usize..3).prop_map(Step::Leave),
         1 => (0usize..32).prop_map(Step::Cancel),
         1 => (0usize..64).prop_map(Step::DeliveryFailed),
         1 => Just(Step::Failover),
@@ -160,10 +172,13 @@ fn apply(world: &mut World, step: Step) {
         Step::Reregister { worker, new_lease } => {
             let w = worker_id(worker);
             if new_lease {
-                *world.leases.entry(w.clone()).or_default() += 1000;
+                // The registration write the core asked for fails.
+                world.fail_registration(&w);
+            } else if let Some(lease) = world.leases.get(&w).copied() {
+                // etcd replays the registration as it is.
+                let info = worker_info(&w, SLOTS[worker], lease);
+                world.input(Input::WorkerRegistered(Box::new(info)));
             }
-            let info = worker_info(&w, SLOTS[worker], world.leases[&w]);
-            world.input(Input::WorkerRegistered(Box::new(info)));
         }
         Step::Impostor(n) => {
             // Another process with the same id and its own registration opens
@@ -174,12 +189,22 @@ fn apply(world: &mut World, step: Step) {
                 world.next_conn += 1;
                 let lease_id = world.leases[&w] + 7;
                 world.input(Input::Attached {
-                    worker: w,
+                    worker: w.clone(),
                     conn,
                     running: Vec::new(),
                     lease_id,
+                    announced: Box::new(worker_info(&w, SLOTS[n], 0)),
                 });
                 assert!(world.refused.contains(&conn), "impostor stream accepted");
+            }
+        }
+        Step::Leave(n) => {
+            let w = worker_id(n);
+            world.send_from(&w, FromWorker::Draining);
+            world.send_from(&w, FromWorker::Goodbye);
+            world.holding.remove(&w);
+            if let Some(conn) = world.conn_of.remove(&w) {
+                world.input(Input::Detached { worker: w, conn });
             }
         }
         Step::Cancel(i) => {
@@ -301,6 +326,7 @@ fn a_second_stream_waits_for_the_first_to_close_and_must_name_the_registration()
             conn,
             running: Vec::new(),
             lease_id,
+            announced: Box::new(worker_info(&w, 1, 0)),
         });
         conn
     };
@@ -325,7 +351,7 @@ fn a_second_stream_waits_for_the_first_to_close_and_must_name_the_registration()
     }
     let conn = attach(&mut world, lease);
     assert!(!world.refused.contains(&conn));
-    assert!(world.inbox[&conn].contains(&ToWorker::Welcome));
+    assert!(world.inbox[&conn].contains(&ToWorker::Welcome { lease_id: lease }));
 }
 
 /// A lost attempt waited behind every younger job of its priority (its
@@ -341,17 +367,12 @@ fn a_lost_attempt_keeps_its_place_ahead_of_younger_jobs() {
     assert_eq!(first_held(&world, &w).map(|k| k.job), Some(first));
     world.advance(1_000);
     let younger: Vec<_> = (0..3).map(|_| world.submit(1, 1)).collect();
-    // The worker dies with its lease; a new process registers and attaches.
+    // The worker dies with its lease; a new process attaches and the leader
+    // registers it.
     apply(&mut world, Step::Deregister(0));
     world.commit();
-    apply(
-        &mut world,
-        Step::Reregister {
-            worker: 0,
-            new_lease: true,
-        },
-    );
     world.attach(&w);
+    world.commit();
     world.advance(1);
     world.commit();
     let next = first_held(&world, &w).expect("something placed");

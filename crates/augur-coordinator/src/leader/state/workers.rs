@@ -2,6 +2,12 @@
 //! streams attaching (one live stream per worker id, bound to its
 //! registration), leases expiring (with a grace period while the stream is
 //! up), assignments a worker never confirmed, and takeover reconciliation.
+//!
+//! Workers hold no etcd access: the leader registers each attached worker
+//! ([`Effect::Register`]) under a lease it renews on every heartbeat
+//! ([`Effect::RenewLease`]). A worker whose heartbeats stop loses its lease
+//! one TTL later and its registration disappears, which the registry watch
+//! reports as [`Input::WorkerDeregistered`](super::Input) as before.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,7 +27,18 @@ pub(crate) struct WorkerEntry {
     /// (etcd trouble rather than a dead worker): it gets a grace period to
     /// re-register.
     pub lease_lost_at: Option<i64>,
+    /// The registration its stream asked for (lease id not set).
+    pub announced: Option<WorkerInfo>,
+    /// A registration write is in flight.
+    pub registering: bool,
+    /// No registration attempt before this monotonic instant (after a failure).
+    pub register_after: i64,
+    /// It said goodbye: its registration ends now, not after a grace.
+    pub leaving: bool,
 }
+
+/// How long after a failed registration write the next is tried.
+const REGISTER_RETRY_MS: i64 = 1_000;
 
 /// How a worker looks from outside.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,7 +57,10 @@ pub(crate) enum WorkerState {
 
 impl WorkerEntry {
     pub(super) fn placeable(&self) -> bool {
-        self.conn.is_some() && self.info.as_ref().is_some_and(|i| !i.draining)
+        self.conn.is_some()
+            && !self.leaving
+            && self.info.as_ref().is_some_and(|i| !i.draining)
+            && !self.announced.as_ref().is_some_and(|a| a.draining)
     }
 
     pub(super) fn view(&self) -> Option<WorkerView> {
@@ -76,8 +96,14 @@ impl<R> LeaderState<R> {
         let newly_draining = info.draining && !entry.info.as_ref().is_some_and(|old| old.draining);
         let running = entry.attempts.len();
         entry.lease_lost_at = None;
+        entry.registering = false;
+        let lease = info.lease_id;
+        let new_lease = entry.info.as_ref().map(|i| i.lease_id) != Some(lease);
         self.scheduler.worker_up(id.clone(), worker_spec(&info));
         entry.info = Some(info);
+        if new_lease {
+            self.send(&id, ToWorker::Registered(lease));
+        }
         if newly_draining {
             self.send(&id, ToWorker::Drain);
             self.observe(Observation::WorkerDraining {
@@ -94,11 +120,12 @@ impl<R> LeaderState<R> {
             return;
         };
         entry.info = None;
-        if entry.conn.is_some() && !entry.attempts.is_empty() {
+        if entry.conn.is_some() && !entry.leaving {
             // Its stream is alive: etcd lost the lease (an outage, a pause),
-            // not the worker. Wait for it to re-register.
+            // not the worker. Register it again, and give that a grace.
             entry.lease_lost_at = Some(now.mono_ms);
             self.scheduler.set_worker_available(id, false);
+            self.request_registration(id, now);
         } else {
             self.worker_gone(id, "worker lease expired", now);
         }
@@ -117,6 +144,7 @@ impl<R> LeaderState<R> {
         conn: ConnId,
         running: Vec<AttemptKey>,
         lease_id: i64,
+        announced: WorkerInfo,
         now: Now,
     ) {
         let entry = self.workers.entry(worker.clone()).or_default();
@@ -141,10 +169,34 @@ impl<R> LeaderState<R> {
             return;
         }
         entry.conn = Some(conn);
+        entry.leaving = false;
+        let registered = entry.info.clone();
+        entry.announced = Some(announced.clone());
         self.effects.push(Effect::Send {
             conn,
-            msg: ToWorker::Welcome,
+            msg: ToWorker::Welcome {
+                lease_id: registered.as_ref().map_or(0, |i| i.lease_id),
+            },
         });
+        match registered {
+            // Its registration is live (a reconnect, or a worker a new leader
+            // adopted): keep the lease, and rewrite the registration only if
+            // what the worker offers changed (a restart with new settings).
+            Some(info) => {
+                self.effects.push(Effect::RenewLease(info.lease_id));
+                if !same_offer(&info, &announced) {
+                    let entry = self.workers.entry(worker.clone()).or_default();
+                    entry.registering = true;
+                    self.effects.push(Effect::Register(Box::new(WorkerInfo {
+                        lease_id: info.lease_id,
+                        registered_at_ms: info.registered_at_ms,
+                        draining: info.draining || announced.draining,
+                        ..announced
+                    })));
+                }
+            }
+            None => self.request_registration(&worker, now),
+        }
         self.sync_availability(&worker);
         let reported: HashSet<AttemptKey> = running.into_iter().collect();
         let unknown: Vec<AttemptKey> = self
@@ -201,6 +253,92 @@ impl<R> LeaderState<R> {
         if !registered {
             self.worker_gone(worker, "worker lease expired and its stream closed", now);
         }
+    }
+
+    /// Asks the shell to register an attached worker under a new lease,
+    /// unless a write is in flight or waits after a failure.
+    pub(super) fn request_registration(&mut self, id: &WorkerId, now: Now) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        let Some(announced) = entry.announced.clone() else {
+            return;
+        };
+        if entry.conn.is_none()
+            || entry.info.is_some()
+            || entry.registering
+            || entry.leaving
+            || now.mono_ms < entry.register_after
+        {
+            return;
+        }
+        entry.registering = true;
+        self.effects.push(Effect::Register(Box::new(WorkerInfo {
+            lease_id: 0,
+            registered_at_ms: now.wall_ms,
+            ..announced
+        })));
+    }
+
+    pub(super) fn registration_failed(&mut self, id: &WorkerId, now: Now) {
+        if let Some(entry) = self.workers.get_mut(id) {
+            entry.registering = false;
+            entry.register_after = now.mono_ms + REGISTER_RETRY_MS;
+        }
+    }
+
+    /// Attached workers without a registration (a failed write, or a lease
+    /// lost in an etcd outage) are registered again.
+    pub(super) fn retry_registrations(&mut self, now: Now) {
+        let waiting: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| e.conn.is_some() && e.info.is_none() && !e.registering)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            self.request_registration(&id, now);
+        }
+    }
+
+    /// A heartbeat: the worker is alive, so its lease is renewed.
+    pub(super) fn heartbeat(&mut self, id: &WorkerId) {
+        if let Some(lease) = self
+            .workers
+            .get(id)
+            .and_then(|e| e.info.as_ref())
+            .map(|i| i.lease_id)
+        {
+            self.effects.push(Effect::RenewLease(lease));
+        }
+    }
+
+    /// The worker drains (SIGTERM): its registration says so, so it gets no
+    /// new work and `augur workers` shows it.
+    pub(super) fn worker_draining(&mut self, id: &WorkerId) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        if let Some(announced) = entry.announced.as_mut() {
+            announced.draining = true;
+        }
+        if entry.info.as_ref().is_some_and(|i| !i.draining) {
+            self.effects.push(Effect::MarkDraining(id.clone()));
+        }
+        self.scheduler.set_worker_available(id, false);
+    }
+
+    /// The worker leaves after its drain: its lease is released now, and what
+    /// it still held is requeued once the registration is gone.
+    pub(super) fn goodbye(&mut self, id: &WorkerId) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        entry.leaving = true;
+        if let Some(lease) = entry.info.as_ref().map(|i| i.lease_id) {
+            self.effects.push(Effect::ReleaseLease(lease));
+        }
+        self.scheduler.set_worker_available(id, false);
     }
 
     pub(super) fn sync_availability(&mut self, id: &WorkerId) {
@@ -319,4 +457,14 @@ impl<R> LeaderState<R> {
             }
         }
     }
+}
+
+/// Whether a live registration still says what the worker now offers.
+fn same_offer(registered: &WorkerInfo, announced: &WorkerInfo) -> bool {
+    registered.slots == announced.slots
+        && registered.labels == announced.labels
+        && registered.executor == announced.executor
+        && registered.version == announced.version
+        && registered.capacity == announced.capacity
+        && (registered.draining || !announced.draining)
 }
