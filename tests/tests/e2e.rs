@@ -20,6 +20,8 @@ mod chaos_split_brain;
 mod chaos_worker;
 #[path = "e2e/cli_edges.rs"]
 mod cli_edges;
+#[path = "e2e/connections.rs"]
+mod connections;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/dev_secure.rs"]

@@ -117,6 +117,18 @@ pub struct CoordinatorArgs {
     /// Fewest recorded runs to train a model on.
     #[arg(long, default_value_t = defaults::coordinator().min_training_runs)]
     pub min_training_runs: usize,
+    /// Most connections open on the API port at once (workers and clients
+    /// alike); more are closed at once. Default: the open-files limit less an
+    /// eighth of it (at least 64) kept for etcd, peers and files.
+    #[arg(long, env = "AUGUR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// A connection must send its first request (TLS handshake included)
+    /// within this long of being accepted, or it is closed.
+    #[arg(long, default_value = duration_default!(defaults::coordinator().connections.handshake_timeout), value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection with no call or stream open for this long is closed.
+    #[arg(long, default_value = duration_default!(defaults::coordinator().connections.idle_timeout), value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::CoordinatorSecurityArgs,
 }
@@ -140,6 +152,14 @@ impl CoordinatorArgs {
         c.run_retention_count = self.run_retention_count;
         c.retrain_interval = self.retrain_interval;
         c.min_training_runs = self.min_training_runs;
+        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
+            anyhow::bail!("--handshake-timeout and --idle-timeout must be more than 0");
+        }
+        c.connections = augur_coordinator::listener::ConnectionSettings {
+            max_connections: self.max_connections.map(|n| n as usize),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+        };
         c.auth = self.security.auth()?;
         c.tls = self.security.server_tls();
         c.peer_tls = self.security.peer_tls();
@@ -306,6 +326,7 @@ pub async fn telemetry(
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         true,
@@ -323,6 +344,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         false,
@@ -336,6 +358,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let result = augur_worker::run(config, metrics.worker(), shutdown).await;
     tracing.shutdown(Duration::from_secs(3)).await;
     result.context("worker failed")
+}
+
+/// Raises the soft open-files limit to the hard one and logs both, so a
+/// flood of connections meets the connection cap, not EMFILE in etcd's client.
+pub fn raise_open_files_limit() {
+    if let Err(e) = augur_coordinator::listener::raise_open_files_limit() {
+        warn!(error = %e, "cannot read the open-files limit");
+    }
 }
 
 /// The URL workers and peers reach this coordinator at: `--advertise` as given
