@@ -178,7 +178,6 @@ fn connections_flood_of_idle_and_half_open_tls_leaves_the_leader_answering() {
         workers: 1,
         tls: true,
         extra_coordinator_args: vec![
-            "--insecure".into(),
             "--tls-cert".into(),
             p(&pki.server_cert),
             "--tls-key".into(),
@@ -254,7 +253,6 @@ fn connections_that_send_nothing_are_closed_and_the_cap_refuses_the_rest() {
     let cluster = Cluster::start(ClusterConfig {
         workers: 1,
         extra_coordinator_args: vec![
-            "--insecure".into(),
             "--handshake-timeout".into(),
             "2s".into(),
             "--idle-timeout".into(),
