@@ -44,14 +44,6 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn split_endpoints(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct EtcdArgs {
     /// etcd client URLs, comma-separated.
@@ -69,6 +61,18 @@ pub struct EtcdArgs {
     pub etcd_timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::EtcdSecurityArgs,
+}
+
+impl EtcdArgs {
+    /// `--etcd-endpoints`, each a URL (`host:port` gets https:// with
+    /// `--etcd-ca`, else http://), refused at start if unusable.
+    pub fn endpoints(&self) -> anyhow::Result<Vec<String>> {
+        crate::urls::url_list(
+            "--etcd-endpoints",
+            &self.etcd_endpoints,
+            self.security.etcd_ca.is_some(),
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -135,11 +139,7 @@ pub struct CoordinatorArgs {
 
 impl CoordinatorArgs {
     pub fn config(&self) -> anyhow::Result<CoordinatorConfig> {
-        let mut c = CoordinatorConfig::new(
-            &self.node_id,
-            split_endpoints(&self.etcd.etcd_endpoints),
-            self.listen,
-        );
+        let mut c = CoordinatorConfig::new(&self.node_id, self.etcd.endpoints()?, self.listen);
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
 
@@ -236,11 +236,7 @@ impl WorkerArgs {
         if self.slots == 0 || self.slots > 4096 {
             anyhow::bail!("--slots must be 1..=4096, got {}", self.slots);
         }
-        let mut c = WorkerConfig::new(
-            &self.node_id,
-            split_endpoints(&self.etcd.etcd_endpoints),
-            self.data_dir.clone(),
-        );
+        let mut c = WorkerConfig::new(&self.node_id, self.etcd.endpoints()?, self.data_dir.clone());
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
         c.slots = self.slots;
@@ -326,6 +322,7 @@ pub async fn telemetry(
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let otlp = crate::urls::otlp_endpoint(args.otlp_endpoint.as_deref())?;
     raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
@@ -333,7 +330,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         false,
         "augur-coordinator",
         args.metrics_listen,
-        args.otlp_endpoint.as_deref(),
+        otlp.as_deref(),
         &shutdown,
     )
     .await?;
@@ -344,6 +341,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let otlp = crate::urls::otlp_endpoint(args.otlp_endpoint.as_deref())?;
     raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
@@ -351,7 +349,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         true,
         "augur-worker",
         args.metrics_listen,
-        args.otlp_endpoint.as_deref(),
+        otlp.as_deref(),
         &shutdown,
     )
     .await?;
@@ -378,31 +376,10 @@ fn advertise_url(
     listen: std::net::SocketAddr,
     tls: bool,
 ) -> anyhow::Result<String> {
-    let scheme = if tls { "https" } else { "http" };
-    let url =
-        match given.map(str::trim) {
-            None | Some("") => return Ok(format!("{scheme}://{listen}")),
-            Some(given) => match given.split_once("://") {
-                Some((given_scheme, _)) if given_scheme != scheme => anyhow::bail!(
-                "--advertise {given:?}: the API serves {}, so the URL must start with {scheme}://",
-                if tls { "TLS" } else { "plain HTTP/2 (no --tls-cert)" }
-            ),
-                Some(_) => given.to_string(),
-                None => format!("{scheme}://{given}"),
-            },
-        };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--advertise {url:?}: not a URL: {e}"))?;
-    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
-        anyhow::bail!(
-            "--advertise {url:?}: give a host and a port, e.g. {scheme}://coordinator-1:7070"
-        );
+    match given.map(str::trim) {
+        None | Some("") => Ok(format!("{}://{listen}", if tls { "https" } else { "http" })),
+        Some(given) => crate::urls::endpoint_url("--advertise", given, tls),
     }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        anyhow::bail!("--advertise {url:?}: no path, only {scheme}://HOST:PORT");
-    }
-    Ok(url)
 }
 
 #[cfg(test)]
