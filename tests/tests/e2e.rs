@@ -54,5 +54,7 @@ mod schedules;
 mod security;
 #[path = "e2e/traces.rs"]
 mod traces;
+#[path = "e2e/url_flags.rs"]
+mod url_flags;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;
