@@ -20,6 +20,8 @@ mod chaos_split_brain;
 mod chaos_worker;
 #[path = "e2e/cli_edges.rs"]
 mod cli_edges;
+#[path = "e2e/connections.rs"]
+mod connections;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/dev_secure.rs"]
@@ -52,5 +54,7 @@ mod schedules;
 mod security;
 #[path = "e2e/traces.rs"]
 mod traces;
+#[path = "e2e/url_flags.rs"]
+mod url_flags;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;

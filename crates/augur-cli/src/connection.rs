@@ -84,6 +84,13 @@ pub type Conn = InterceptedService<Channel, Credentials>;
 
 /// The endpoint with TLS applied when it is `https://`.
 pub fn endpoint(url: &str, tls: &ClientTlsFiles) -> anyhow::Result<Endpoint> {
+    if tls.ca.is_some() && url.trim().starts_with("http://") {
+        anyhow::bail!(
+            "--ca-cert is set but the endpoint {url} is plain http://; use https:// to connect with TLS"
+        );
+    }
+    // A bare HOST:PORT is https:// when a CA is given; a URL keeps its scheme.
+    let url = &crate::urls::any_scheme_url("--endpoint", url, tls.ca.is_some())?;
     let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("--endpoint {url:?} is not a URL"))?
         .connect_timeout(Duration::from_secs(5));
@@ -93,10 +100,6 @@ pub fn endpoint(url: &str, tls: &ClientTlsFiles) -> anyhow::Result<Endpoint> {
         endpoint = endpoint
             .tls_config(config)
             .context("TLS settings (--ca-cert, --client-cert, --client-key)")?;
-    } else if tls.ca.is_some() {
-        anyhow::bail!(
-            "--ca-cert is set but the endpoint {url} is plain http://; use https:// to connect with TLS"
-        );
     }
     Ok(endpoint)
 }

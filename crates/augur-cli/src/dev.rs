@@ -168,6 +168,7 @@ impl LocalCluster {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        crate::serve::raise_open_files_limit();
         let mut config =
             CoordinatorConfig::new("dev-coordinator", vec![etcd.endpoint.clone()], addr);
         config.lease_ttl = Duration::from_secs(2);

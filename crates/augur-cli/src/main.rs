@@ -17,6 +17,7 @@ mod schedule;
 mod security;
 mod serve;
 mod token;
+mod urls;
 
 use std::process::ExitCode;
 

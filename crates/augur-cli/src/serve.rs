@@ -44,14 +44,6 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn split_endpoints(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct EtcdArgs {
     /// etcd client URLs, comma-separated.
@@ -69,6 +61,18 @@ pub struct EtcdArgs {
     pub etcd_timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::EtcdSecurityArgs,
+}
+
+impl EtcdArgs {
+    /// `--etcd-endpoints`, each a URL (`host:port` gets https:// with
+    /// `--etcd-ca`, else http://), refused at start if unusable.
+    pub fn endpoints(&self) -> anyhow::Result<Vec<String>> {
+        crate::urls::url_list(
+            "--etcd-endpoints",
+            &self.etcd_endpoints,
+            self.security.etcd_ca.is_some(),
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,17 +126,25 @@ pub struct CoordinatorArgs {
     /// Fewest recorded runs to train a model on.
     #[arg(long, default_value_t = defaults::coordinator().min_training_runs)]
     pub min_training_runs: usize,
+    /// Most connections open on the API port at once (workers and clients
+    /// alike); more are closed at once. Default: the open-files limit less an
+    /// eighth of it (at least 64) kept for etcd, peers and files.
+    #[arg(long, env = "AUGUR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// A connection must send its first request (TLS handshake included)
+    /// within this long of being accepted, or it is closed.
+    #[arg(long, default_value = duration_default!(defaults::coordinator().connections.handshake_timeout), value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection with no call or stream open for this long is closed.
+    #[arg(long, default_value = duration_default!(defaults::coordinator().connections.idle_timeout), value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::CoordinatorSecurityArgs,
 }
 
 impl CoordinatorArgs {
     pub fn config(&self) -> anyhow::Result<CoordinatorConfig> {
-        let mut c = CoordinatorConfig::new(
-            &self.node_id,
-            split_endpoints(&self.etcd.etcd_endpoints),
-            self.listen,
-        );
+        let mut c = CoordinatorConfig::new(&self.node_id, self.etcd.endpoints()?, self.listen);
         c.prefix = self.etcd.etcd_prefix.clone();
         c.etcd_timeout = self.etcd.etcd_timeout;
 
@@ -152,6 +164,14 @@ impl CoordinatorArgs {
         c.run_retention_count = self.run_retention_count;
         c.retrain_interval = self.retrain_interval;
         c.min_training_runs = self.min_training_runs;
+        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
+            anyhow::bail!("--handshake-timeout and --idle-timeout must be more than 0");
+        }
+        c.connections = augur_coordinator::listener::ConnectionSettings {
+            max_connections: self.max_connections.map(|n| n as usize),
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+        };
         c.auth = self.security.auth()?;
         c.tls = self.security.server_tls();
         c.peer_tls = self.security.peer_tls();
@@ -233,12 +253,13 @@ impl WorkerArgs {
             anyhow::bail!("--slots must be 1..=4096, got {}", self.slots);
         }
         let tls = self.security.tls_ca.is_some();
-        let coordinators = split_endpoints(&self.coordinators)
-            .iter()
-            .map(|url| coordinator_url(url, tls))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if coordinators.is_empty() {
-            anyhow::bail!("--coordinators: give at least one coordinator URL");
+        let coordinators = crate::urls::url_list("--coordinators", &self.coordinators, tls)?;
+        if let Some(url) = coordinators.iter().find(|u| u.starts_with("https://")) {
+            if !tls {
+                anyhow::bail!(
+                    "--coordinators {url:?}: https:// needs --tls-ca (the CA the coordinators' certificates chain to)"
+                );
+            }
         }
         let mut c = WorkerConfig::new(&self.node_id, coordinators, self.data_dir.clone());
         c.slots = self.slots;
@@ -322,13 +343,15 @@ pub async fn telemetry(
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let otlp = crate::urls::otlp_endpoint(args.otlp_endpoint.as_deref())?;
+    raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         true,
         false,
         "augur-coordinator",
         args.metrics_listen,
-        args.otlp_endpoint.as_deref(),
+        otlp.as_deref(),
         &shutdown,
     )
     .await?;
@@ -339,19 +362,29 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let otlp = crate::urls::otlp_endpoint(args.otlp_endpoint.as_deref())?;
+    raise_open_files_limit();
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         false,
         true,
         "augur-worker",
         args.metrics_listen,
-        args.otlp_endpoint.as_deref(),
+        otlp.as_deref(),
         &shutdown,
     )
     .await?;
     let result = augur_worker::run(config, metrics.worker(), shutdown).await;
     tracing.shutdown(Duration::from_secs(3)).await;
     result.context("worker failed")
+}
+
+/// Raises the soft open-files limit to the hard one and logs both, so a
+/// flood of connections meets the connection cap, not EMFILE in etcd's client.
+pub fn raise_open_files_limit() {
+    if let Err(e) = augur_coordinator::listener::raise_open_files_limit() {
+        warn!(error = %e, "cannot read the open-files limit");
+    }
 }
 
 /// The URL workers and peers reach this coordinator at: `--advertise` as given
@@ -364,89 +397,9 @@ fn advertise_url(
     listen: std::net::SocketAddr,
     tls: bool,
 ) -> anyhow::Result<String> {
-    let scheme = if tls { "https" } else { "http" };
-    let url =
-        match given.map(str::trim) {
-            None | Some("") => return Ok(format!("{scheme}://{listen}")),
-            Some(given) => match given.split_once("://") {
-                Some((given_scheme, _)) if given_scheme != scheme => anyhow::bail!(
-                "--advertise {given:?}: the API serves {}, so the URL must start with {scheme}://",
-                if tls { "TLS" } else { "plain HTTP/2 (no --tls-cert)" }
-            ),
-                Some(_) => given.to_string(),
-                None => format!("{scheme}://{given}"),
-            },
-        };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--advertise {url:?}: not a URL: {e}"))?;
-    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
-        anyhow::bail!(
-            "--advertise {url:?}: give a host and a port, e.g. {scheme}://coordinator-1:7070"
-        );
-    }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        anyhow::bail!("--advertise {url:?}: no path, only {scheme}://HOST:PORT");
-    }
-    Ok(url)
-}
-
-/// One of a worker's `--coordinators`: `http(s)://host:port`, or
-/// `host:port` with the scheme of the worker's TLS settings.
-fn coordinator_url(given: &str, tls: bool) -> anyhow::Result<String> {
-    let scheme = if tls { "https" } else { "http" };
-    let url = match given.split_once("://") {
-        Some(("http" | "https", _)) => given.to_string(),
-        Some((other, _)) => anyhow::bail!(
-            "--coordinators {given:?}: the scheme must be http:// or https://, not {other}://"
-        ),
-        None => format!("{scheme}://{given}"),
-    };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--coordinators {given:?}: not a URL: {e}"))?;
-    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
-        anyhow::bail!(
-            "--coordinators {given:?}: give a host and a port, e.g. {scheme}://coordinator-1:7070"
-        );
-    }
-    if url.starts_with("https://") && !tls {
-        anyhow::bail!("--coordinators {given:?}: https:// needs --tls-ca (the CA the coordinators' certificates chain to)");
-    }
-    Ok(url)
-}
-
-#[cfg(test)]
-mod coordinator_url_tests {
-    use super::coordinator_url;
-
-    #[test]
-    fn host_and_port_get_the_scheme_of_the_tls_settings_and_bad_urls_name_the_flag() {
-        assert_eq!(
-            coordinator_url("c1:7070", false).expect("ok"),
-            "http://c1:7070"
-        );
-        assert_eq!(
-            coordinator_url("c1:7070", true).expect("ok"),
-            "https://c1:7070"
-        );
-        assert_eq!(
-            coordinator_url("http://127.0.0.1:7070", false).expect("ok"),
-            "http://127.0.0.1:7070"
-        );
-        for (bad, tls) in [
-            ("c1", false),
-            ("ftp://c1:7070", false),
-            ("https://c1:7070", false),
-            ("http://:7070", false),
-            ("c 1:7070", false),
-        ] {
-            let err = coordinator_url(bad, tls).expect_err(bad);
-            assert!(
-                err.to_string().starts_with("--coordinators"),
-                "{bad}: {err}"
-            );
-        }
+    match given.map(str::trim) {
+        None | Some("") => Ok(format!("{}://{listen}", if tls { "https" } else { "http" })),
+        Some(given) => crate::urls::endpoint_url("--advertise", given, tls),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 mod breaker;
 pub mod convert;
 pub mod leader;
+pub mod listener;
 pub(crate) mod placement_api;
 mod schedule_api;
 mod stream;
@@ -66,6 +67,8 @@ pub struct CoordinatorConfig {
     pub peer_tls: Option<augur_tls::ClientTlsFiles>,
     /// How to authenticate to etcd.
     pub etcd_security: augur_store::EtcdSecurity,
+    /// Connection cap, handshake and idle deadlines of the API port.
+    pub connections: listener::ConnectionSettings,
 }
 
 impl CoordinatorConfig {
@@ -94,6 +97,7 @@ impl CoordinatorConfig {
             tls: None,
             peer_tls: None,
             etcd_security: Default::default(),
+            connections: Default::default(),
         }
     }
 }
@@ -249,22 +253,30 @@ pub async fn run_on(
             ),
         );
     let stopped = server_stop.clone().cancelled_owned();
+    let max_connections = connection_cap(&config.connections);
+    let conns = shared.metrics.connections.clone();
     let server = match &config.tls {
         Some(files) => {
             let tls = augur_tls::ReloadingServerTls::load(files.clone())
                 .map_err(|e| CoordinatorError::Config(format!("TLS: {e}")))?;
             // Certificates reload on SIGHUP or when their files change.
             tls.spawn_reloader(shutdown.clone());
-            tokio::spawn(router.serve_with_incoming_shutdown(tls.incoming(listener), stopped))
+            let incoming = listener::incoming(
+                listener,
+                max_connections,
+                &config.connections,
+                Arc::new(conns),
+                move |tcp| tokio_rustls::TlsAcceptor::from(tls.server_config()).accept(tcp),
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
-            // Accepted sockets get TCP_NODELAY here: the builder's `tcp_nodelay`
-            // only applies to listeners tonic binds itself, and Nagle's algorithm
-            // would hold small stream messages (assignments, acks) back for tens
-            // of milliseconds.
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| conn.and_then(|stream| stream.set_nodelay(true).map(|()| stream)),
+            let incoming = listener::incoming(
+                listener,
+                max_connections,
+                &config.connections,
+                Arc::new(conns),
+                |tcp| std::future::ready(Ok(tcp)),
             );
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
@@ -345,6 +357,27 @@ pub async fn run_on(
     }
     info!("coordinator stopped");
     Ok(())
+}
+
+/// The API port's connection cap: as configured, or derived from the
+/// open-files limit.
+fn connection_cap(settings: &listener::ConnectionSettings) -> usize {
+    let open_files = listener::open_files_limit().map(|(soft, _)| soft);
+    let cap = match (settings.max_connections, &open_files) {
+        (Some(cap), _) => cap,
+        (None, Ok(soft)) => listener::derived_max_connections(*soft),
+        (None, Err(_)) => listener::derived_max_connections(1024),
+    };
+    match open_files {
+        Ok(soft) if cap as u64 >= soft => warn!(
+            max_connections = cap,
+            open_files = soft,
+            "the connection cap is not below the open-files limit: a flood of connections can starve etcd of files"
+        ),
+        Ok(soft) => info!(max_connections = cap, open_files = soft, "API connection cap"),
+        Err(e) => warn!(max_connections = cap, error = %e, "cannot read the open-files limit"),
+    }
+    cap
 }
 
 /// A request whose protobuf does not decode (e.g. a string field that is not

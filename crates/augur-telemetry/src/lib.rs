@@ -1,7 +1,8 @@
 //! Telemetry plumbing shared by coordinators and workers: the Prometheus metrics
 //! (`metrics`), their HTTP endpoint with content negotiation (`http`,
-//! `exposition`), OpenTelemetry setup (`otel`) and job trace context (`context`). No business logic: callers decide what to record.
+//! `exposition`; API connections in `connections`), OpenTelemetry setup (`otel`) and job trace context (`context`). No business logic: callers decide what to record.
 
+pub mod connections;
 pub mod context;
 pub mod exposition;
 pub mod http;

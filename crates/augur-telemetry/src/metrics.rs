@@ -143,6 +143,8 @@ pub struct CoordinatorMetrics {
     pub api_requests: Family<OperationLabel, Counter>,
     pub api_refusals: RefusalCounter,
     pub model_version: Gauge,
+    /// The API port's connections (`connections.rs`).
+    pub connections: crate::connections::ConnectionMetrics,
 }
 
 /// Metrics of a worker.
@@ -253,6 +255,7 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         api_requests: Family::default(),
         api_refusals: Family::default(),
         model_version: Gauge::default(),
+        connections: crate::connections::ConnectionMetrics::register(r),
     };
     r.register(
         "augur_jobs_submitted",
