@@ -47,6 +47,14 @@ pub struct ClusterConfig {
     /// Environment of every `augur` CLI call the harness makes (e.g.
     /// `AUGUR_TOKEN`, `AUGUR_CA_CERT` for a secured cluster).
     pub cli_env: Vec<(String, String)>,
+    /// The address coordinators listen on and advertise (default
+    /// 127.0.0.1), e.g. the host end of a veth pair whose other end is in a
+    /// worker's network namespace.
+    pub api_host: &'static str,
+    /// A command that runs each `augur worker` (e.g. `ip netns exec NS`): the
+    /// worker is its last argument vector. It must exec, so the pid is the
+    /// worker's.
+    pub worker_wrapper: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +70,8 @@ impl Default for ClusterConfig {
             extra_worker_env: Vec::new(),
             tls: false,
             cli_env: Vec::new(),
+            api_host: "127.0.0.1",
+            worker_wrapper: Vec::new(),
         }
     }
 }
@@ -129,7 +139,7 @@ impl Cluster {
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
         let coordinator_ports = &ports[2..];
         let coordinator_apis = (0..config.coordinators)
-            .map(|i| format!("127.0.0.1:{}", coordinator_ports[2 * i]))
+            .map(|i| format!("{}:{}", config.api_host, coordinator_ports[2 * i]))
             .collect();
         let coordinator_metrics = (0..config.coordinators)
             .map(|i| format!("127.0.0.1:{}", coordinator_ports[2 * i + 1]))
@@ -306,7 +316,14 @@ impl Cluster {
             .clone();
         // Workers are told the coordinators' API only, never etcd.
         let coordinators = self.coordinator_urls();
-        let mut command = Command::new(&self.augur);
+        let mut command = match self.config.worker_wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.augur);
+                command
+            }
+            None => Command::new(&self.augur),
+        };
         command
             .arg("worker")
             .args(["--coordinators", &coordinators])

@@ -58,3 +58,5 @@ mod traces;
 mod url_flags;
 #[path = "e2e/worker_failure.rs"]
 mod worker_failure;
+#[path = "e2e/worker_isolation.rs"]
+mod worker_isolation;

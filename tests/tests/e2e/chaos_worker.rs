@@ -191,7 +191,7 @@ fn chaos_killed_worker_requeue_time_over_rounds() {
     let ledger = Ledger::new(cluster.path("ledger"));
     let script = format!("{}; sleep 3", ledger.append_command());
     let mut requeued = Figure::new(&format!(
-        "worker SIGKILL to its job requeued (lease TTL {LEASE_TTL})"
+        "worker SIGKILL to its job requeued (worker lease TTL 3s)"
     ));
     let mut ids = BTreeSet::new();
     let mut victims = BTreeSet::new();

@@ -11,7 +11,7 @@
 //! while they find the new one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use augur_core::WorkerInfo;
@@ -29,6 +29,10 @@ const IDLE_TTLS: u32 = 2;
 
 struct Keeper {
     renew: Arc<Notify>,
+    /// Until when it is held without heartbeats (takeover); cleared by the
+    /// first renewal a heartbeat asks for, so a worker that attached and
+    /// then died is not kept alive through the rest of the grace.
+    hold: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
 }
 
@@ -97,15 +101,18 @@ impl WorkerLeases {
         });
     }
 
-    /// Renews a worker's lease (a heartbeat arrived).
+    /// Renews a worker's lease (a heartbeat arrived); from now on only
+    /// heartbeats keep it.
     pub fn renew(&mut self, lease: i64, term: &mut Term) {
-        self.keeper(lease, None, term).notify_one();
+        let keeper = self.keeper(lease, None, term);
+        *keeper.hold.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        keeper.renew.notify_one();
     }
 
     /// Keeps a lease found at takeover alive until `until`, so its worker
     /// has the reconnect grace to attach here.
     pub fn hold(&mut self, lease: i64, until: Instant, term: &mut Term) {
-        self.keeper(lease, Some(until), term).notify_one();
+        self.keeper(lease, Some(until), term).renew.notify_one();
     }
 
     /// A registration just written: its lease gets a keeper now, so the
@@ -132,11 +139,15 @@ impl WorkerLeases {
         self.keepers.remove(&lease);
     }
 
-    fn keeper(&mut self, lease: i64, hold: Option<Instant>, term: &mut Term) -> Arc<Notify> {
+    fn keeper(&mut self, lease: i64, hold: Option<Instant>, term: &mut Term) -> KeeperRef {
         if let Some(keeper) = self.keepers.get(&lease) {
-            return keeper.renew.clone();
+            return KeeperRef {
+                renew: keeper.renew.clone(),
+                hold: keeper.hold.clone(),
+            };
         }
         let renew = Arc::new(Notify::new());
+        let hold = Arc::new(Mutex::new(hold));
         let stop = term.cancel_token().child_token();
         term.spawn(
             "worker_lease",
@@ -144,7 +155,7 @@ impl WorkerLeases {
                 self.registry.clone(),
                 lease,
                 self.ttl,
-                hold,
+                hold.clone(),
                 renew.clone(),
                 stop.clone(),
                 self.tx.clone(),
@@ -154,11 +165,17 @@ impl WorkerLeases {
             lease,
             Keeper {
                 renew: renew.clone(),
+                hold: hold.clone(),
                 stop,
             },
         );
-        renew
+        KeeperRef { renew, hold }
     }
+}
+
+struct KeeperRef {
+    renew: Arc<Notify>,
+    hold: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Renews `lease` each time `renew` is notified (and every TTL/3 until
@@ -167,14 +184,17 @@ async fn keep(
     registry: WorkerRegistry,
     lease: i64,
     ttl: Duration,
-    hold: Option<Instant>,
+    hold: Arc<Mutex<Option<Instant>>>,
     renew: Arc<Notify>,
     stop: CancellationToken,
     tx: mpsc::UnboundedSender<LeaderInput>,
 ) {
     let mut renewer = None;
     loop {
-        let holding = hold.is_some_and(|until| Instant::now() < until);
+        let holding = hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until);
         let wait = if holding { ttl / 3 } else { ttl * IDLE_TTLS };
         tokio::select! {
             _ = stop.cancelled() => return,
