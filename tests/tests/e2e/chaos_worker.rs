@@ -190,9 +190,7 @@ fn chaos_killed_worker_requeue_time_over_rounds() {
     });
     let ledger = Ledger::new(cluster.path("ledger"));
     let script = format!("{}; sleep 3", ledger.append_command());
-    let mut requeued = Figure::new(&format!(
-        "worker SIGKILL to its job requeued (worker lease TTL 3s)"
-    ));
+    let mut requeued = Figure::new("worker SIGKILL to its job requeued (worker lease TTL 3s)");
     let mut ids = BTreeSet::new();
     let mut victims = BTreeSet::new();
     for _ in 0..LOSS_ROUNDS {
