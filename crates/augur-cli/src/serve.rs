@@ -209,6 +209,8 @@ pub struct WorkerArgs {
     pub allow_commands: Vec<String>,
     #[command(flatten)]
     pub security: crate::security::WorkerSecurityArgs,
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 impl WorkerArgs {
@@ -322,7 +324,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    args.limits.apply(&mut config)?;
     let shutdown = shutdown_on_signal();
     let (metrics, tracing) = telemetry(
         false,

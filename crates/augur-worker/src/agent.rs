@@ -357,7 +357,7 @@ async fn keep_registered(
                 registered_at_ms: now_ms(),
                 lease_id: lease.id(),
                 draining: false,
-                capacity: None,
+                capacity: Some(crate::capacity::detect()),
             };
             registry.register(&info, &lease).await?;
             Ok::<_, augur_store::StoreError>(lease)
@@ -662,6 +662,12 @@ fn record_execution(agent: &Agent, span: &mut PhaseSpan, result: &crate::executo
             result.usage.system_cpu_us as i64,
         ),
         KeyValue::new("process.memory.max_rss_kb", result.usage.max_rss_kb as i64),
+        // From the attempt's cgroup (0: it had none): daemonised children included.
+        KeyValue::new(
+            "augur.cgroup.memory.peak_bytes",
+            result.usage.peak_memory_bytes as i64,
+        ),
+        KeyValue::new("augur.cgroup.cpu_us", result.usage.cgroup_cpu_us as i64),
     ];
     if let Some(pid) = result.pid {
         attrs.push(KeyValue::new("process.pid", i64::from(pid)));

@@ -20,12 +20,14 @@ pub(crate) fn job_request(job: &JobRecord) -> JobRequest {
     }
 }
 
-/// What the scheduler needs to know about a worker (speed from its `speed` label).
+/// What the scheduler needs to know about a worker (speed from its `speed`
+/// label; capacity, when it reported one, bounds the CPU and memory requested).
 pub(crate) fn worker_spec(info: &WorkerInfo) -> WorkerSpec {
     WorkerSpec {
         slots: info.slots,
         speed: speed_of(&info.labels),
         labels: info.labels.clone(),
+        capacity: info.capacity,
     }
 }
 
