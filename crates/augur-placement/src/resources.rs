@@ -45,7 +45,8 @@ impl Used {
 /// Whether `request` fits in what `capacity` has left after `used`.
 pub fn fits_now(capacity: Option<Capacity>, used: Used, request: Request) -> bool {
     let Some(cap) = capacity else { return true };
-    (request.cpu_millis == 0 || used.cpu_millis.saturating_add(request.cpu_millis) <= cap.cpu_millis)
+    (request.cpu_millis == 0
+        || used.cpu_millis.saturating_add(request.cpu_millis) <= cap.cpu_millis)
         && (request.memory_bytes == 0
             || used.memory_bytes.saturating_add(request.memory_bytes) <= cap.memory_bytes)
 }

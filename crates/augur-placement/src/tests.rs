@@ -537,12 +537,29 @@ proptest! {
 fn shortfall_names_what_no_worker_has() {
     use crate::resources::{shortfall, Request};
     let caps = [
-        augur_core::Capacity { cpu_millis: 2000, memory_bytes: 4 * GIB },
-        augur_core::Capacity { cpu_millis: 8000, memory_bytes: GIB },
+        augur_core::Capacity {
+            cpu_millis: 2000,
+            memory_bytes: 4 * GIB,
+        },
+        augur_core::Capacity {
+            cpu_millis: 8000,
+            memory_bytes: GIB,
+        },
     ];
-    let ask = |cpu, mem| shortfall(Request { cpu_millis: cpu, memory_bytes: mem }, caps.iter().map(Some));
+    let ask = |cpu, mem| {
+        shortfall(
+            Request {
+                cpu_millis: cpu,
+                memory_bytes: mem,
+            },
+            caps.iter().map(Some),
+        )
+    };
     assert_eq!(ask(1000, GIB), None);
-    assert_eq!(ask(16_000, 0).as_deref(), Some("no worker has 16000m CPU (largest 8000m)"));
+    assert_eq!(
+        ask(16_000, 0).as_deref(),
+        Some("no worker has 16000m CPU (largest 8000m)")
+    );
     assert_eq!(
         ask(0, 8 * GIB).as_deref(),
         Some("no worker has 8589934592 bytes of memory (largest 4294967296)")
@@ -552,5 +569,14 @@ fn shortfall_names_what_no_worker_has() {
         Some("no worker has 4000m CPU and 2147483648 bytes of memory on one worker")
     );
     // A worker of unknown capacity may hold anything.
-    assert_eq!(shortfall(Request { cpu_millis: 1 << 40, memory_bytes: 0 }, [None].into_iter()), None);
+    assert_eq!(
+        shortfall(
+            Request {
+                cpu_millis: 1 << 40,
+                memory_bytes: 0
+            },
+            [None].into_iter()
+        ),
+        None
+    );
 }

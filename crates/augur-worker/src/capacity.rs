@@ -71,7 +71,8 @@ pub fn own_limits(host: &Host) -> CgroupLimits {
     // v1: per controller.
     if let Some(dir) = host.own_dir(Some("cpu")) {
         for d in ancestors(&dir) {
-            if let (Some(q), Some(p)) = (read(&d, "cpu.cfs_quota_us"), read(&d, "cpu.cfs_period_us"))
+            if let (Some(q), Some(p)) =
+                (read(&d, "cpu.cfs_quota_us"), read(&d, "cpu.cfs_period_us"))
             {
                 lower(&mut limits.cpu_millis, cgroup::cfs_millis(&q, &p));
             }
@@ -138,7 +139,10 @@ mod tests {
             memory_bytes: Some(1 << 50),
         };
         assert_eq!(from_parts(2, MEMINFO, higher).cpu_millis, 2000);
-        assert_eq!(from_parts(2, MEMINFO, higher).memory_bytes, 8_000_000 * 1024);
+        assert_eq!(
+            from_parts(2, MEMINFO, higher).memory_bytes,
+            8_000_000 * 1024
+        );
     }
 
     #[test]

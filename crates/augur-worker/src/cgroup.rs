@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-pub use parse::{cfs_millis, cpu_max_millis, memory_limit, meminfo_total, Membership, Mount};
+pub use parse::{cfs_millis, cpu_max_millis, meminfo_total, memory_limit, Membership, Mount};
 
 /// Default `--max-job-pids`: processes and threads one attempt may have.
 pub const DEFAULT_MAX_JOB_PIDS: u64 = 4096;
@@ -192,9 +192,14 @@ impl Cgroups {
     pub fn prepare(host: &Host, options: &CgroupOptions) -> Result<Cgroups, CgroupError> {
         let mounts = parse::cgroup_mounts(&host.mountinfo);
         let version = detect_version(&mounts).ok_or_else(|| {
-            CgroupError::Unavailable(
-                "no cgroup hierarchy with the memory controller is mounted".into(),
-            )
+            let reason = "no cgroup hierarchy with the memory controller is mounted".to_string();
+            match &options.parent {
+                Some(path) => CgroupError::Parent {
+                    path: path.clone(),
+                    reason,
+                },
+                None => CgroupError::Unavailable(reason),
+            }
         })?;
         if options.max_job_pids == 0 {
             return Err(CgroupError::Unavailable(
@@ -326,7 +331,10 @@ fn prepare_v1(
                     "cgroup v1 without a mounted {controller} hierarchy"
                 )));
             }
-            warn!(controller, "cgroup v1 hierarchy not mounted: that part of the accounting or limits is skipped");
+            warn!(
+                controller,
+                "cgroup v1 hierarchy not mounted: that part of the accounting or limits is skipped"
+            );
             continue;
         };
         let path = match &options.parent {
@@ -355,7 +363,8 @@ fn prepare_v1(
                     cpuacct: false,
                     pids: false,
                 });
-                dirs.last_mut().ok_or_else(|| CgroupError::Unavailable("unreachable".into()))?
+                dirs.last_mut()
+                    .ok_or_else(|| CgroupError::Unavailable("unreachable".into()))?
             }
         };
         // Co-mounted controllers (`cpu,cpuacct`) share one directory.

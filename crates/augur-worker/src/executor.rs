@@ -26,13 +26,13 @@
 //! measure the scheduler without process start-up costs.
 
 pub mod allowlist;
+#[cfg(test)]
+mod cgroup_tests;
 pub mod environment;
 mod group;
 mod process;
 pub mod run_as;
 pub mod tail;
-#[cfg(test)]
-mod cgroup_tests;
 #[cfg(test)]
 mod tests;
 

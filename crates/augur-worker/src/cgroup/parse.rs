@@ -175,7 +175,10 @@ pub fn memory_limit(text: &str) -> Option<u64> {
 pub fn cpu_max_millis(text: &str) -> Option<u64> {
     let mut parts = text.split_whitespace();
     let quota: u64 = parts.next()?.parse().ok()?;
-    let period: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(CPU_PERIOD_US);
+    let period: u64 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(CPU_PERIOD_US);
     quota_millis(quota, period)
 }
 

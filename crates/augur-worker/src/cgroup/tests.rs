@@ -8,7 +8,8 @@ use super::parse::*;
 use super::*;
 
 /// This machine's /proc/self/cgroup (v1, memory in a sub-tree, hybrid `0::/`).
-const SELF_V1: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/4a23\n3:cpu,cpuacct:/\n0::/\n";
+const SELF_V1: &str =
+    "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/4a23\n3:cpu,cpuacct:/\n0::/\n";
 
 #[test]
 fn self_cgroup_lines_parse_on_both_versions() {
@@ -75,10 +76,7 @@ fn cgroup_dirs_account_for_the_mount_root() {
         root: "/".into(),
         ..mount
     };
-    assert_eq!(
-        cgroup_dir(&root, "/"),
-        Some("/sys/fs/cgroup/memory".into())
-    );
+    assert_eq!(cgroup_dir(&root, "/"), Some("/sys/fs/cgroup/memory".into()));
     assert_eq!(
         cgroup_dir(&root, "/a/b"),
         Some("/sys/fs/cgroup/memory/a/b".into())
@@ -119,7 +117,10 @@ fn limit_and_usage_formats_of_both_versions() {
     assert_eq!(keyed_value(events, "oom"), Some(2));
     let oom_control = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
     assert_eq!(keyed_value(oom_control, "oom_kill"), Some(3));
-    assert_eq!(keyed_value("oom_kill_disable 0\nunder_oom 0\n", "oom_kill"), None);
+    assert_eq!(
+        keyed_value("oom_kill_disable 0\nunder_oom 0\n", "oom_kill"),
+        None
+    );
     let cpu_stat = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\n";
     assert_eq!(keyed_value(cpu_stat, "usage_usec"), Some(123_456));
     assert_eq!(single_value("4096\n"), Some(4096));
@@ -221,7 +222,10 @@ fn v1_attempt_cgroups_get_memory_swap_cpu_and_pid_limits() {
         .expect("created");
     let read = |p: &Path| fs::read_to_string(p).expect("read");
     assert_eq!(read(&memory.join("memory.limit_in_bytes")), "67108864");
-    assert_eq!(read(&memory.join("memory.memsw.limit_in_bytes")), "67108864");
+    assert_eq!(
+        read(&memory.join("memory.memsw.limit_in_bytes")),
+        "67108864"
+    );
     let cpu = root.path().join("cpu,cpuacct/augur/J-1");
     assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
     assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "25000");
@@ -229,8 +233,11 @@ fn v1_attempt_cgroups_get_memory_swap_cpu_and_pid_limits() {
 
     // Accounting, as the kernel would show it after an OOM kill.
     fs::write(memory.join("memory.max_usage_in_bytes"), "67100000\n").expect("write");
-    fs::write(memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-        .expect("write");
+    fs::write(
+        memory.join("memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    )
+    .expect("write");
     fs::write(cpu.join("cpuacct.usage"), "2500000000\n").expect("write");
     assert_eq!(
         job.stats(),
@@ -241,9 +248,16 @@ fn v1_attempt_cgroups_get_memory_swap_cpu_and_pid_limits() {
             memory_failcnt: 0,
         }
     );
-    assert_eq!(job.procs_files().err().map(|e| e.contains("cgroup.procs")), Some(true));
+    assert_eq!(
+        job.procs_files().err().map(|e| e.contains("cgroup.procs")),
+        Some(true)
+    );
     // Dropping removes the (here: already emptied) directories.
-    for dir in ["memory/job/own/augur/J-1", "cpu,cpuacct/augur/J-1", "pids/augur/J-1"] {
+    for dir in [
+        "memory/job/own/augur/J-1",
+        "cpu,cpuacct/augur/J-1",
+        "pids/augur/J-1",
+    ] {
         fs::remove_dir_all(root.path().join(dir)).expect("rm");
     }
     drop(job);
@@ -260,7 +274,10 @@ fn a_missing_cgroup_parent_is_refused_naming_the_flag() {
     let err = Cgroups::prepare(&host, &options).expect_err("refused");
     assert!(matches!(err, CgroupError::Parent { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with("--cgroup-parent /no/such/parent:"), "{text}");
+    assert!(
+        text.starts_with("--cgroup-parent /no/such/parent:"),
+        "{text}"
+    );
     assert!(!root.path().join("memory/no").exists(), "nothing created");
 }
 
@@ -281,7 +298,11 @@ fn fake_v2(root: &Path) -> Host {
     let jobs = unified.join("jobs");
     fs::create_dir_all(&jobs).expect("mkdir");
     for dir in [&unified, &jobs] {
-        fs::write(dir.join("cgroup.controllers"), "cpuset cpu io memory pids\n").expect("write");
+        fs::write(
+            dir.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("write");
         fs::write(dir.join("cgroup.subtree_control"), "").expect("write");
     }
     Host {
@@ -356,7 +377,11 @@ fn v2_refuses_a_parent_without_the_memory_controller() {
         ..Default::default()
     };
     let err = Cgroups::prepare(&host, &options).expect_err("refused");
-    assert!(err.to_string().contains("controller memory is not delegated"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("controller memory is not delegated"),
+        "{err}"
+    );
 }
 
 #[test]

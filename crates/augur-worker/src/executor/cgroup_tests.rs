@@ -46,7 +46,8 @@ fn request(script: &str, memory: &str, timeout: &str) -> ExecRequest {
         timeout: timeout.into(),
         ..Default::default()
     };
-    input.resources.memory_bytes = augur_core::quantity::parse_memory_bytes(memory).expect("quantity");
+    input.resources.memory_bytes =
+        augur_core::quantity::parse_memory_bytes(memory).expect("quantity");
     ExecRequest {
         job_id: JobId::generate(),
         attempt: 1,
@@ -79,9 +80,17 @@ async fn allocating_past_the_memory_limit_ends_oom_killed() {
     let result = run(&executor, req, CancellationToken::new()).await;
     // `tail` is killed; the shell reports it with a non-zero status.
     assert_eq!(result.outcome, ExecOutcome::OomKilled, "{}", result.message);
-    assert!(result.message.starts_with("oom_killed: "), "{}", result.message);
+    assert!(
+        result.message.starts_with("oom_killed: "),
+        "{}",
+        result.message
+    );
     assert!(result.message.contains("32 MiB"), "{}", result.message);
-    assert!(result.usage.peak_memory_bytes > 16 << 20, "{:?}", result.usage);
+    assert!(
+        result.usage.peak_memory_bytes > 16 << 20,
+        "{:?}",
+        result.usage
+    );
     assert!(
         result.usage.peak_memory_bytes <= 33 << 20,
         "peak above the limit: {:?}",

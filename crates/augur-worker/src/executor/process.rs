@@ -140,8 +140,7 @@ pub(super) async fn run(
         }
         None => None,
     };
-    let (mut outcome, mut message) =
-        describe(&supervised, config.kill_grace, req.spec.timeout());
+    let (mut outcome, mut message) = describe(&supervised, config.kill_grace, req.spec.timeout());
     let mut usage = match &supervised.status {
         Ok(reaped) => Usage {
             runtime_ms: runtime.as_millis() as u64,
