@@ -473,7 +473,7 @@ proptest! {
         let mut reserved: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut running: Vec<(usize, String)> = Vec::new();
         let mut placed = vec![false; jobs.len()];
-        let mut check = |d: &crate::scheduler::Decision<usize, String>,
+        let check = |d: &crate::scheduler::Decision<usize, String>,
                          reserved: &mut BTreeMap<String, (u64, u64)>|
          -> Result<(), TestCaseError> {
             let r = requests[d.job];
