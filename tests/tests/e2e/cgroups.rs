@@ -190,8 +190,14 @@ fn cgroups_cancel_kills_a_daemonised_grandchild() {
     // The worker reported what it offers.
     let workers = cluster.workers();
     let capacity = &workers[0]["capacity"];
-    assert!(capacity["cpu_millis"].as_u64().is_some_and(|c| c >= 1000), "{workers:?}");
-    assert!(capacity["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{workers:?}");
+    assert!(
+        capacity["cpu_millis"].as_u64().is_some_and(|c| c >= 1000),
+        "{workers:?}"
+    );
+    assert!(
+        capacity["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{workers:?}"
+    );
     let pidfile = cluster.path("daemon.pid");
     let script = format!(
         "setsid sh -c 'echo $$ > {0}; exec sleep 1000' </dev/null >/dev/null 2>&1 & exec sleep 1000",
