@@ -96,6 +96,7 @@ fn placement(c: &mut Criterion) {
                 slots: 4,
                 speed: [1.0, 2.0, 4.0][w % 3],
                 labels: Default::default(),
+                capacity: None,
             },
         );
     }

@@ -8,6 +8,8 @@
 
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/cgroups.rs"]
+mod cgroups;
 #[path = "e2e/chaos.rs"]
 mod chaos;
 #[path = "e2e/chaos_etcd.rs"]

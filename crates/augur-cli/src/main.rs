@@ -10,6 +10,7 @@ mod demo;
 mod dev;
 mod etcd;
 mod health;
+mod limits;
 mod logging;
 mod placement;
 mod render;

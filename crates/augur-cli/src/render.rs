@@ -163,25 +163,42 @@ pub fn worker_value(w: &pb::Worker) -> Value {
         "executor": w.executor,
         "version": w.version,
         "registered_at": time(w.registered_at_ms),
+        "capacity": w.capacity.as_ref().map(|c| json!({
+            "cpu_millis": c.cpu_millis,
+            "memory_bytes": c.memory_bytes,
+        })),
     })
+}
+
+/// `4000m/7.8Gi`, or `-` when the worker reported no capacity.
+fn capacity_text(capacity: Option<&pb::Capacity>) -> String {
+    match capacity {
+        Some(c) => format!(
+            "{}m/{:.1}Gi",
+            c.cpu_millis,
+            c.memory_bytes as f64 / (1u64 << 30) as f64
+        ),
+        None => "-".to_string(),
+    }
 }
 
 pub fn worker_table(workers: &[pb::Worker]) -> String {
     let mut out = format!(
-        "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}\n",
-        "WORKER", "STATE", "SLOTS", "RUNNING", "EXECUTOR", "LABELS"
+        "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {:<14}  {}\n",
+        "WORKER", "STATE", "SLOTS", "RUNNING", "EXECUTOR", "CPU/MEMORY", "LABELS"
     );
     for w in workers {
         let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let _ = writeln!(
             out,
-            "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {}",
+            "{:<16}  {:<12}  {:>5}  {:>7}  {:<8}  {:<14}  {}",
             w.id,
             worker_state_name(w.state),
             w.slots,
             w.running,
             w.executor,
+            capacity_text(w.capacity.as_ref()),
             labels.join(",")
         );
     }

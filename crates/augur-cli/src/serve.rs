@@ -245,6 +245,8 @@ pub struct WorkerArgs {
     pub allow_commands: Vec<String>,
     #[command(flatten)]
     pub security: crate::security::WorkerSecurityArgs,
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 impl WorkerArgs {
@@ -361,7 +363,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    args.limits.apply(&mut config)?;
     let otlp = crate::urls::otlp_endpoint(args.otlp_endpoint.as_deref())?;
     raise_open_files_limit();
     let shutdown = shutdown_on_signal();

@@ -32,7 +32,7 @@ pub fn state_to_pb(state: JobState) -> pb::JobState {
 
 /// How an attempt ended, for the `outcome` label of attempt metrics and spans:
 /// `succeeded` (exit 0), `failed` (any other exit or a signal), `timed_out`,
-/// `cancelled` or `start_failed`.
+/// `cancelled`, `start_failed` or `oom_killed`.
 pub fn attempt_result(finished: &pb::Finished) -> &'static str {
     match pb::Outcome::try_from(finished.outcome) {
         Ok(pb::Outcome::Exited) if finished.exit_code == Some(0) => "succeeded",
@@ -40,6 +40,7 @@ pub fn attempt_result(finished: &pb::Finished) -> &'static str {
         Ok(pb::Outcome::TimedOut) => "timed_out",
         Ok(pb::Outcome::Cancelled) => "cancelled",
         Ok(pb::Outcome::StartFailed) => "start_failed",
+        Ok(pb::Outcome::OomKilled) => "oom_killed",
         _ => "unknown",
     }
 }
@@ -125,8 +126,7 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
         pb::Outcome::TimedOut => AttemptOutcome::TimedOut,
         pb::Outcome::Cancelled => AttemptOutcome::Cancelled,
         pb::Outcome::StartFailed => AttemptOutcome::StartFailed,
-        // Not decoded yet: the cgroup work adds the outcome to the domain.
-        pb::Outcome::OomKilled => return None,
+        pb::Outcome::OomKilled => AttemptOutcome::OomKilled,
         pb::Outcome::Unspecified => return None,
     };
     Some(AttemptReport {
@@ -139,6 +139,8 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
             user_cpu_us: msg.user_cpu_us,
             system_cpu_us: msg.system_cpu_us,
             max_rss_kb: msg.max_rss_kb,
+            peak_memory_bytes: msg.peak_memory_bytes,
+            cgroup_cpu_us: msg.cgroup_cpu_us,
         },
         stdout_tail: cap_tail(&msg.stdout_tail, max_tail),
         stderr_tail: cap_tail(&msg.stderr_tail, max_tail),

@@ -86,9 +86,17 @@ impl FromStr for JobState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub runtime_ms: u64,
+    /// CPU time of the main process (and the children it waited for), from `wait4`.
     pub user_cpu_us: u64,
     pub system_cpu_us: u64,
     pub max_rss_kb: u64,
+    /// Peak memory of the attempt's whole cgroup (daemonised children
+    /// included); 0 when it ran without a cgroup. Absent in older records.
+    #[serde(default)]
+    pub peak_memory_bytes: u64,
+    /// CPU time of the attempt's whole cgroup; 0 when it ran without one.
+    #[serde(default)]
+    pub cgroup_cpu_us: u64,
 }
 
 /// Everything Augur knows about one job.

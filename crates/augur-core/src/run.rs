@@ -82,12 +82,20 @@ pub struct RunRecord {
     pub queue_wait_ms: u64,
     /// Measured wall-clock runtime of the attempt.
     pub runtime_ms: u64,
-    /// `succeeded`, `failed`, `timed_out`, `cancelled`, or a foreign status.
+    /// `succeeded`, `failed`, `timed_out`, `cancelled`, `oom_killed` (an
+    /// attempt record whose process the OOM killer ended), or a foreign status.
     #[serde(default)]
     pub outcome: String,
     #[serde(default = "default_slots")]
     pub attempt: u32,
     pub finished_at_ms: i64,
+    /// Peak memory of the attempt's cgroup, bytes (0: not measured, e.g. no
+    /// cgroup on its worker, or a record from before cgroups).
+    #[serde(default)]
+    pub peak_memory_bytes: u64,
+    /// CPU time of the attempt's cgroup, microseconds (0: not measured).
+    #[serde(default)]
+    pub cgroup_cpu_us: u64,
 }
 
 /// Why a job record cannot become a run record.
@@ -122,7 +130,7 @@ impl RunRecord {
             .as_ref()
             .map(|u| u.runtime_ms)
             .unwrap_or_else(|| finished.saturating_sub(started).max(0) as u64);
-        Ok(Self::build(
+        let mut record = Self::build(
             job,
             worker,
             worker_speed,
@@ -130,7 +138,12 @@ impl RunRecord {
             runtime_ms,
             job.state.as_str().to_string(),
             finished,
-        ))
+        );
+        if let Some(usage) = &job.usage {
+            record.peak_memory_bytes = usage.peak_memory_bytes;
+            record.cgroup_cpu_us = usage.cgroup_cpu_us;
+        }
+        Ok(record)
     }
 
     /// Builds the record of one attempt from the job as it was *before* the
@@ -158,6 +171,7 @@ impl RunRecord {
             AttemptOutcome::Exited { .. } | AttemptOutcome::StartFailed => "failed",
             AttemptOutcome::TimedOut => "timed_out",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::OomKilled => "oom_killed",
         };
         let mut record = Self::build(
             job,
@@ -169,6 +183,8 @@ impl RunRecord {
             report.finished_at_ms,
         );
         record.attempt = report.attempt;
+        record.peak_memory_bytes = report.usage.peak_memory_bytes;
+        record.cgroup_cpu_us = report.usage.cgroup_cpu_us;
         record
     }
 
@@ -203,6 +219,8 @@ impl RunRecord {
             outcome,
             attempt: job.attempt,
             finished_at_ms,
+            peak_memory_bytes: 0,
+            cgroup_cpu_us: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! Pending --Assign--> Assigned --Start--> Running --Finish--> Succeeded | Failed | TimedOut | Cancelled
+//!                                                   (an `OomKilled` attempt fails like a non-zero exit)
 //!    ^                   |                   |
 //!    +---- retry --------+-------------------+   (Finish with a retryable failure, or Lost)
 //! ```
@@ -29,6 +30,11 @@ pub enum AttemptOutcome {
     Cancelled,
     /// The process could not be started.
     StartFailed,
+    /// The kernel's OOM killer ended the attempt at its cgroup's memory limit
+    /// (the job's `resources.memory_bytes`). A failure of the job itself:
+    /// counted against `max_attempts`; the job ends `failed` with a message
+    /// naming `oom_killed`.
+    OomKilled,
 }
 
 /// A worker's report of a finished attempt.
@@ -227,7 +233,9 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
             return;
         }
         AttemptOutcome::TimedOut => JobState::TimedOut,
-        AttemptOutcome::Exited { .. } | AttemptOutcome::StartFailed => JobState::Failed,
+        AttemptOutcome::Exited { .. } | AttemptOutcome::StartFailed | AttemptOutcome::OomKilled => {
+            JobState::Failed
+        }
     };
     let why = match &report.outcome {
         AttemptOutcome::Exited {
@@ -237,6 +245,8 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
             signal: Some(s), ..
         } => format!("killed by signal {s}"),
         AttemptOutcome::TimedOut => "timed out".to_string(),
+        // Stable first word, so users and tools can recognise it in the message.
+        AttemptOutcome::OomKilled => "oom_killed: memory limit reached".to_string(),
         _ if !report.message.is_empty() => report.message.clone(),
         _ => "failed".to_string(),
     };

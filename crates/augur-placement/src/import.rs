@@ -260,6 +260,9 @@ fn swf_record(text: &str, unix_start: i64) -> Result<Option<RunRecord>, String> 
         outcome,
         attempt: 1,
         finished_at_ms: submitted_at_ms + queue_wait_ms as i64 + runtime_ms as i64,
+        // SWF's memory field is the average per processor, not a peak.
+        peak_memory_bytes: 0,
+        cgroup_cpu_us: 0,
     }))
 }
 

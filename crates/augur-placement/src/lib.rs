@@ -7,6 +7,7 @@
 
 pub mod import;
 pub mod policy;
+pub mod resources;
 pub mod scheduler;
 
 pub use policy::{PlacementConfig, Policy, SchedulerConfig, UnknownPolicy};

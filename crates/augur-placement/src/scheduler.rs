@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use augur_core::RunRecord;
+use augur_core::{Capacity, RunRecord};
 use augur_predict::{Model, Prediction, RuntimePredictor, Source};
 use serde::Serialize;
 
 use crate::policy::{Policy, SchedulerConfig};
+use crate::resources::{self, Request, Used};
 
 /// What a worker offers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -33,9 +34,13 @@ pub struct WorkerSpec {
     /// Relative speed (1.0 = reference; a job runs `1/speed` as long).
     pub speed: f64,
     pub labels: BTreeMap<String, String>,
+    /// CPU and memory it offers to jobs, if it reported them: the requests of
+    /// the jobs placed on it never add up to more ([`crate::resources`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
 }
 
-/// A job to place.
+/// A job to place (its CPU and memory request are in `features`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobRequest {
     /// Submit-time features (measured fields unused).
@@ -121,10 +126,18 @@ struct WorkerState<K> {
     spec: WorkerSpec,
     available: bool,
     used: u32,
+    /// CPU and memory requested by its running jobs.
+    reserved: Used,
     running: Vec<K>,
 }
 
 impl<K> WorkerState<K> {
+    fn add(&mut self, key: K, request: &JobRequest) {
+        self.used += request.slots;
+        self.reserved.add(Request::of(&request.features));
+        self.running.push(key);
+    }
+
     fn free(&self) -> u32 {
         if self.available {
             self.spec.slots.saturating_sub(self.used)
@@ -133,8 +146,14 @@ impl<K> WorkerState<K> {
         }
     }
 
-    fn fits(&self, slots: u32, constraints: &BTreeMap<String, String>) -> bool {
-        self.free() >= slots
+    fn fits(&self, request: &JobRequest) -> bool {
+        let constraints = &request.constraints;
+        self.free() >= request.slots
+            && resources::fits_now(
+                self.spec.capacity,
+                self.reserved,
+                Request::of(&request.features),
+            )
             && constraints
                 .iter()
                 .all(|(k, v)| self.spec.labels.get(k) == Some(v))
@@ -209,23 +228,19 @@ where
                 // Jobs recorded as running on it before it was known (a new
                 // leader loads assignments before the worker registers again)
                 // count against its slots from now on.
-                let mut used = 0;
-                let mut running = Vec::new();
+                let mut state = WorkerState {
+                    spec,
+                    available: true,
+                    used: 0,
+                    reserved: Used::default(),
+                    running: Vec::new(),
+                };
                 for (key, entry) in &self.jobs {
                     if matches!(&entry.state, JobState::Running { worker, .. } if *worker == id) {
-                        used += entry.request.slots;
-                        running.push(key.clone());
+                        state.add(key.clone(), &entry.request);
                     }
                 }
-                self.workers.insert(
-                    id,
-                    WorkerState {
-                        spec,
-                        available: true,
-                        used,
-                        running,
-                    },
-                );
+                self.workers.insert(id, state);
             }
         }
     }
@@ -275,6 +290,14 @@ where
         );
     }
 
+    /// CPU and memory requested by the jobs running on `worker`, and its
+    /// capacity if known.
+    pub fn worker_resources(&self, worker: &W) -> Option<(Used, Option<Capacity>)> {
+        self.workers
+            .get(worker)
+            .map(|w| (w.reserved, w.spec.capacity))
+    }
+
     /// Slots in use and offered by `worker`, as the scheduler counts them.
     pub fn worker_slots(&self, worker: &W) -> Option<(u32, u32)> {
         self.workers.get(worker).map(|w| (w.used, w.spec.slots))
@@ -305,8 +328,7 @@ where
         self.next_seq += 1;
         let (estimate_s, prediction) = self.estimate(&request);
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.used += request.slots;
-            w.running.push(key.clone());
+            w.add(key.clone(), &request);
         }
         self.jobs.insert(
             key,
@@ -348,6 +370,7 @@ where
             JobState::Running { worker, .. } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.used = w.used.saturating_sub(entry.request.slots);
+                    w.reserved.remove(Request::of(&entry.request.features));
                     w.running.retain(|k| k != key);
                 }
             }
@@ -491,9 +514,9 @@ where
                 continue;
             };
             let slots = entry.request.slots;
+            let request = entry.request.clone();
             if let Some(w) = self.workers.get_mut(&decision.worker) {
-                w.used += slots;
-                w.running.push(key.clone());
+                w.add(key.clone(), &request);
             }
             if let Some(entry) = self.jobs.get_mut(&key) {
                 entry.state = JobState::Running {
@@ -521,7 +544,7 @@ where
             .workers
             .iter()
             .enumerate()
-            .filter(|(_, (_, w))| w.fits(request.slots, &request.constraints))
+            .filter(|(_, (_, w))| w.fits(request))
             .map(|(rank, (id, w))| (rank, id, w));
         let policy = self.policy();
         let cold = entry.prediction.as_ref().and_then(|p| match &p.source {

@@ -230,6 +230,7 @@ pub fn simulate(records: &[RunRecord], options: &SimOptions) -> Result<SimResult
                     slots: group.slots,
                     speed: group.speed,
                     labels: [("speed".to_string(), group.speed.to_string())].into(),
+                    capacity: None,
                 },
             );
         }

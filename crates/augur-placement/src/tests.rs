@@ -34,6 +34,8 @@ fn run(i: usize, user: &str, submit_s: i64, runtime_s: f64) -> RunRecord {
         outcome: "succeeded".into(),
         attempt: 1,
         finished_at_ms: submit_s * 1000 + (runtime_s * 1000.0) as i64,
+        peak_memory_bytes: 0,
+        cgroup_cpu_us: 0,
     }
 }
 
@@ -63,6 +65,7 @@ fn worker(slots: u32, speed: f64, labels: &[(&str, &str)]) -> WorkerSpec {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        capacity: None,
     }
 }
 
@@ -435,4 +438,145 @@ fn a_worker_registering_after_its_jobs_were_loaded_counts_them() {
     );
     s.job_removed(&0);
     assert_eq!(s.next_assignments(0).len(), 1);
+}
+
+const GIB: u64 = 1 << 30;
+
+proptest! {
+    /// CPU and memory: the requests of the jobs running on a worker never add
+    /// up to more than its capacity; a job no worker could ever hold is never
+    /// placed and has a shortfall reason; every other job is placed once the
+    /// workers are idle. Slots are ample here so only resources bind.
+    #[test]
+    fn requests_never_exceed_capacity_and_oversized_jobs_are_unschedulable(
+        workers in proptest::collection::vec(
+            proptest::option::weighted(0.8, (1u64..9, 1u64..17)), 1..5),
+        jobs in proptest::collection::vec((0u64..10_000, 0u64..20, 1u64..100), 1..40),
+        policy in proptest::sample::select(Policy::ALL.to_vec()),
+        finish_every in 1usize..4,
+    ) {
+        use crate::resources::{shortfall, Request};
+        let mut s = scheduler(policy);
+        let mut capacities = BTreeMap::new();
+        for (i, cap) in workers.iter().enumerate() {
+            let capacity = cap.map(|(cores, gib)| augur_core::Capacity {
+                cpu_millis: cores * 1000,
+                memory_bytes: gib * GIB,
+            });
+            s.worker_up(format!("w{i}"), WorkerSpec { capacity, ..worker(100, 1.0, &[]) });
+            capacities.insert(format!("w{i}"), capacity);
+        }
+        let requests: Vec<Request> = jobs
+            .iter()
+            .map(|(cpu, gib, _)| Request { cpu_millis: *cpu, memory_bytes: gib * GIB })
+            .collect();
+        let mut reserved: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut running: Vec<(usize, String)> = Vec::new();
+        let mut placed = vec![false; jobs.len()];
+        let check = |d: &crate::scheduler::Decision<usize, String>,
+                         reserved: &mut BTreeMap<String, (u64, u64)>|
+         -> Result<(), TestCaseError> {
+            let r = requests[d.job];
+            let entry = reserved.entry(d.worker.clone()).or_default();
+            entry.0 += r.cpu_millis;
+            entry.1 += r.memory_bytes;
+            if let Some(cap) = capacities[&d.worker] {
+                prop_assert!(entry.0 <= cap.cpu_millis, "{} CPU over capacity", d.worker);
+                prop_assert!(entry.1 <= cap.memory_bytes, "{} memory over capacity", d.worker);
+            }
+            Ok(())
+        };
+        for (i, (cpu, gib, runtime)) in jobs.iter().enumerate() {
+            let mut record = run(i, "a", i as i64, *runtime as f64);
+            record.requested_cpu_millis = *cpu;
+            record.requested_memory_bytes = gib * GIB;
+            s.job_arrived(i, request(record, 1, BTreeMap::new()), i as i64 * 1000);
+            for d in s.next_assignments(i as i64 * 1000) {
+                check(&d, &mut reserved)?;
+                placed[d.job] = true;
+                running.push((d.job, d.worker.clone()));
+            }
+            if i % finish_every == 0 && !running.is_empty() {
+                let (job, w) = running.remove(0);
+                s.job_finished(&job, None);
+                let r = requests[job];
+                let entry = reserved.entry(w).or_default();
+                entry.0 -= r.cpu_millis;
+                entry.1 -= r.memory_bytes;
+            }
+        }
+        // Drain: finish everything, one placement round at a time.
+        let mut now = jobs.len() as i64 * 1000;
+        loop {
+            for (job, w) in running.drain(..) {
+                s.job_finished(&job, None);
+                let r = requests[job];
+                let entry = reserved.entry(w).or_default();
+                entry.0 -= r.cpu_millis;
+                entry.1 -= r.memory_bytes;
+            }
+            now += 1000;
+            let decisions = s.next_assignments(now);
+            if decisions.is_empty() {
+                break;
+            }
+            for d in decisions {
+                check(&d, &mut reserved)?;
+                placed[d.job] = true;
+                running.push((d.job, d.worker.clone()));
+            }
+        }
+        for (job, request) in requests.iter().enumerate() {
+            let reason = shortfall(*request, capacities.values().map(Option::as_ref));
+            prop_assert_eq!(placed[job], reason.is_none(), "job {} {:?}: {:?}", job, request, reason);
+        }
+    }
+}
+
+#[test]
+fn shortfall_names_what_no_worker_has() {
+    use crate::resources::{shortfall, Request};
+    let caps = [
+        augur_core::Capacity {
+            cpu_millis: 2000,
+            memory_bytes: 4 * GIB,
+        },
+        augur_core::Capacity {
+            cpu_millis: 8000,
+            memory_bytes: GIB,
+        },
+    ];
+    let ask = |cpu, mem| {
+        shortfall(
+            Request {
+                cpu_millis: cpu,
+                memory_bytes: mem,
+            },
+            caps.iter().map(Some),
+        )
+    };
+    assert_eq!(ask(1000, GIB), None);
+    assert_eq!(
+        ask(16_000, 0).as_deref(),
+        Some("no worker has 16000m CPU (largest 8000m)")
+    );
+    assert_eq!(
+        ask(0, 8 * GIB).as_deref(),
+        Some("no worker has 8589934592 bytes of memory (largest 4294967296)")
+    );
+    assert_eq!(
+        ask(4000, 2 * GIB).as_deref(),
+        Some("no worker has 4000m CPU and 2147483648 bytes of memory on one worker")
+    );
+    // A worker of unknown capacity may hold anything.
+    assert_eq!(
+        shortfall(
+            Request {
+                cpu_millis: 1 << 40,
+                memory_bytes: 0
+            },
+            [None].into_iter()
+        ),
+        None
+    );
 }

@@ -28,5 +28,7 @@ pub fn record(i: i64, user: &str, name: &str, runtime_s: f64) -> RunRecord {
         outcome: "succeeded".into(),
         attempt: 1,
         finished_at_ms: submitted + (runtime_s * 1000.0) as i64,
+        peak_memory_bytes: 0,
+        cgroup_cpu_us: 0,
     }
 }

@@ -147,6 +147,8 @@ fn job_record() -> impl Strategy<Value = JobRecord> {
                             user_cpu_us,
                             system_cpu_us,
                             max_rss_kb,
+                            peak_memory_bytes: max_rss_kb.saturating_mul(1024),
+                            cgroup_cpu_us: user_cpu_us.saturating_add(system_cpu_us),
                         },
                     );
                 job.trace_context = trace_context;
@@ -256,6 +258,8 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
                 outcome,
                 attempt,
                 finished_at_ms,
+                peak_memory_bytes: runtime_ms.saturating_mul(7),
+                cgroup_cpu_us: queue_wait_ms,
             },
         )
 }

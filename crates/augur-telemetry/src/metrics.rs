@@ -439,15 +439,24 @@ fn register_worker(r: &mut Registry) -> WorkerMetrics {
 
 /// Attempt results, the `outcome` label of attempt-level metrics (runtime,
 /// attempts finished): how the attempt ended, not what became of the job.
-pub const ATTEMPT_RESULTS: [&str; 5] = [
+pub const ATTEMPT_RESULTS: [&str; 6] = [
     "succeeded",
     "failed",
     "timed_out",
     "cancelled",
     "start_failed",
+    "oom_killed",
 ];
-/// Terminal job states, the `outcome` label of `augur_jobs_finished_total`.
-pub const JOB_OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+/// How jobs ended, the `outcome` label of `augur_jobs_finished_total`: the
+/// terminal state, except that a job failed by its last attempt's OOM kill
+/// counts as `oom_killed` (its state is `failed`).
+pub const JOB_OUTCOMES: [&str; 5] = [
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "oom_killed",
+];
 /// etcd operations timed by coordinators.
 pub const ETCD_OPERATIONS: [&str; 5] = ["create", "get", "list", "commit", "load_active"];
 /// API operations counted by coordinators.

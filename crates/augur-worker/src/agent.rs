@@ -149,7 +149,13 @@ impl Agent {
             labels: self.config.labels.clone().into_iter().collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             executor: self.config.executor.kind().to_string(),
-            capacity: None,
+            capacity: Some({
+                let c = crate::capacity::detect();
+                pb::Capacity {
+                    cpu_millis: c.cpu_millis,
+                    memory_bytes: c.memory_bytes,
+                }
+            }),
             draining: self.draining.load(Ordering::SeqCst),
         }
     }
@@ -634,6 +640,12 @@ fn record_execution(agent: &Agent, span: &mut PhaseSpan, result: &crate::executo
             result.usage.system_cpu_us as i64,
         ),
         KeyValue::new("process.memory.max_rss_kb", result.usage.max_rss_kb as i64),
+        // From the attempt's cgroup (0: it had none): daemonised children included.
+        KeyValue::new(
+            "augur.cgroup.memory.peak_bytes",
+            result.usage.peak_memory_bytes as i64,
+        ),
+        KeyValue::new("augur.cgroup.cpu_us", result.usage.cgroup_cpu_us as i64),
     ];
     if let Some(pid) = result.pid {
         attrs.push(KeyValue::new("process.pid", i64::from(pid)));

@@ -48,7 +48,8 @@ pub struct BufferedResult {
     pub attempt: u32,
     /// Epoch of the leader that assigned the attempt.
     pub epoch: i64,
-    /// `exited`, `timed_out`, `cancelled` or `start_failed` ([`ExecOutcome::as_str`]).
+    /// `exited`, `timed_out`, `cancelled`, `start_failed` or `oom_killed`
+    /// ([`ExecOutcome::as_str`]).
     pub outcome: String,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -95,6 +96,7 @@ impl BufferedResult {
             "timed_out" => Some(ExecOutcome::TimedOut),
             "cancelled" => Some(ExecOutcome::Cancelled),
             "start_failed" => Some(ExecOutcome::StartFailed),
+            "oom_killed" => Some(ExecOutcome::OomKilled),
             _ => None,
         }
     }
@@ -456,6 +458,7 @@ mod tests {
                 user_cpu_us: 5,
                 system_cpu_us: 1,
                 max_rss_kb: 900,
+                ..Default::default()
             },
             stdout_tail: b"out\xff".to_vec(),
             stderr_tail: b"err".to_vec(),
@@ -617,5 +620,31 @@ mod tests {
                 signal: Some(9)
             })
         );
+    }
+
+    // Buffers written before cgroups carry no cgroup usage: they still read,
+    // with zeros; an OOM-killed result keeps its outcome and cgroup figures.
+    #[test]
+    fn old_results_read_and_oom_killed_results_round_trip() {
+        let old = r#"{"v":1,"job_id":"J","attempt":1,"epoch":2,"outcome":"exited","exit_code":0,"signal":null,"started_at_ms":1,"finished_at_ms":2,"usage":{"runtime_ms":1,"user_cpu_us":2,"system_cpu_us":3,"max_rss_kb":4},"stdout_tail":[],"stderr_tail":[],"message":""}"#;
+        let read: BufferedResult = serde_json::from_str(old).expect("old result reads");
+        assert_eq!(read.usage.peak_memory_bytes, 0);
+        assert_eq!(read.usage.cgroup_cpu_us, 0);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let buffer = ResultBuffer::open(dir.path(), 10).expect("opens");
+        let mut oom = result("O", 1, 5);
+        oom.outcome = ExecOutcome::OomKilled.as_str().into();
+        oom.usage.peak_memory_bytes = 64 << 20;
+        oom.usage.cgroup_cpu_us = 1234;
+        buffer.push(&oom).expect("push");
+        drop(buffer);
+        let reopened = ResultBuffer::open(dir.path(), 10).expect("reopens");
+        assert_eq!(reopened.pending(), vec![oom.clone()]);
+        assert_eq!(oom.exec_outcome(), Some(ExecOutcome::OomKilled));
+        let wire = crate::convert::finished_message(&oom);
+        assert_eq!(wire.outcome, augur_proto::v1::Outcome::OomKilled as i32);
+        assert_eq!(wire.peak_memory_bytes, 64 << 20);
+        assert_eq!(wire.cgroup_cpu_us, 1234);
     }
 }

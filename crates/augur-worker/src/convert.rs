@@ -20,6 +20,7 @@ pub fn finished_message(r: &BufferedResult) -> pb::Finished {
         "timed_out" => pb::Outcome::TimedOut,
         "cancelled" => pb::Outcome::Cancelled,
         "start_failed" => pb::Outcome::StartFailed,
+        "oom_killed" => pb::Outcome::OomKilled,
         _ => pb::Outcome::Unspecified,
     };
     pb::Finished {
@@ -40,8 +41,8 @@ pub fn finished_message(r: &BufferedResult) -> pb::Finished {
         stdout_tail: r.stdout_tail.clone(),
         stderr_tail: r.stderr_tail.clone(),
         message: r.message.clone(),
-        peak_memory_bytes: 0,
-        cgroup_cpu_us: 0,
+        peak_memory_bytes: r.usage.peak_memory_bytes,
+        cgroup_cpu_us: r.usage.cgroup_cpu_us,
     }
 }
 

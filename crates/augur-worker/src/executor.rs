@@ -15,10 +15,19 @@
 //! the process gets a clean environment ([`environment`]) and, with
 //! `--run-as`, drops to an unprivileged user ([`RunAs`]) before `exec`.
 //!
+//! With cgroups ([`ProcessConfig::cgroups`], see [`crate::cgroup`]) each
+//! attempt also runs in a cgroup of its own holding the job's memory, CPU and
+//! pids limits; a stop then reaches every process of the cgroup (daemons that
+//! left the group too), an OOM kill ends the attempt as
+//! [`ExecOutcome::OomKilled`], and the usage includes the cgroup's peak memory
+//! and CPU time.
+//!
 //! [`Executor::Null`] runs nothing and succeeds at once; benchmarks use it to
 //! measure the scheduler without process start-up costs.
 
 pub mod allowlist;
+#[cfg(test)]
+mod cgroup_tests;
 pub mod environment;
 mod group;
 mod process;
@@ -95,6 +104,9 @@ pub enum ExecOutcome {
     Cancelled,
     /// The process could not be started; `ExecResult::message` says why.
     StartFailed,
+    /// The attempt failed after the OOM killer ended a process of its cgroup
+    /// at the job's memory limit; `ExecResult::message` begins `oom_killed`.
+    OomKilled,
 }
 
 impl ExecOutcome {
@@ -105,6 +117,7 @@ impl ExecOutcome {
             ExecOutcome::TimedOut => "timed_out",
             ExecOutcome::Cancelled => "cancelled",
             ExecOutcome::StartFailed => "start_failed",
+            ExecOutcome::OomKilled => "oom_killed",
         }
     }
 
@@ -130,6 +143,7 @@ impl From<&ExecOutcome> for AttemptOutcome {
             ExecOutcome::TimedOut => AttemptOutcome::TimedOut,
             ExecOutcome::Cancelled => AttemptOutcome::Cancelled,
             ExecOutcome::StartFailed => AttemptOutcome::StartFailed,
+            ExecOutcome::OomKilled => AttemptOutcome::OomKilled,
         }
     }
 }
@@ -142,7 +156,7 @@ pub struct ExecResult {
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     /// Wall time, CPU time and peak memory of the job's main process (and of the
-    /// descendants it waited for itself).
+    /// descendants it waited for itself), and of its whole cgroup if it had one.
     pub usage: Usage,
     /// Last bytes of stdout, at most [`ProcessConfig::tail_bytes`].
     pub stdout_tail: Vec<u8>,
@@ -165,6 +179,9 @@ pub struct ProcessConfig {
     pub run_as: Option<RunAs>,
     /// Commands this worker starts (`--allow-command`); empty: any.
     pub allowlist: CommandAllowlist,
+    /// Where attempt cgroups are made (resolved at start by
+    /// [`crate::cgroup::Cgroups::setup`]); None: limits are not enforced.
+    pub cgroups: Option<crate::cgroup::Cgroups>,
 }
 
 impl Default for ProcessConfig {
@@ -174,6 +191,7 @@ impl Default for ProcessConfig {
             tail_bytes: DEFAULT_TAIL_BYTES,
             run_as: None,
             allowlist: CommandAllowlist::default(),
+            cgroups: None,
         }
     }
 }

@@ -153,7 +153,11 @@ pub fn reported(
             })
             .observe(usage.runtime_ms as f64 / 1000.0, exemplar(trace), None);
     }
-    if after.state.is_terminal() {
+    if after.state == JobState::Failed && outcome == "oom_killed" {
+        // Failed by an OOM kill: counted apart, so memory limits that are too
+        // tight show up in `augur_jobs_finished_total`.
+        count_finished(metrics, "oom_killed");
+    } else if after.state.is_terminal() {
         finished(metrics, after);
     } else if after.state == JobState::Pending {
         metrics.job_retries.inc();
@@ -179,10 +183,14 @@ pub fn reported(
 
 /// A job reached a terminal state.
 pub fn finished(metrics: &CoordinatorMetrics, job: &JobRecord) {
+    count_finished(metrics, job.state.as_str());
+}
+
+fn count_finished(metrics: &CoordinatorMetrics, outcome: &str) {
     metrics
         .jobs_finished
         .get_or_create(&OutcomeLabel {
-            outcome: job.state.as_str().to_string(),
+            outcome: outcome.to_string(),
         })
         .inc();
 }

@@ -210,12 +210,49 @@ fn lost_attempts_are_retried_up_to_the_limit() {
     assert_eq!(j.lost_attempts, MAX_LOST_ATTEMPTS);
 }
 
+/// Runs one attempt of `j` to `outcome`.
+fn run_attempt(j: &JobRecord, outcome: AttemptOutcome) -> JobRecord {
+    let attempt = j.attempt + 1;
+    let j = apply(
+        j,
+        &Event::Assign {
+            worker: worker(),
+            epoch: 1,
+            now_ms: 1,
+        },
+    )
+    .unwrap();
+    apply(
+        &j,
+        &Event::Finish {
+            report: report(attempt, outcome),
+            now_ms: 2,
+            jitter_sample: 0.0,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn oom_killed_counts_against_retries_and_says_so() {
+    let j = run_attempt(&job(2), AttemptOutcome::OomKilled);
+    assert_eq!(j.state, JobState::Pending, "retried: {}", j.message);
+    assert_eq!(j.failed_attempts, 1);
+    assert!(j.message.contains("oom_killed"), "{}", j.message);
+    let j = run_attempt(&j, AttemptOutcome::OomKilled);
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.failed_attempts, 2);
+    assert!(j.message.contains("(oom_killed"), "{}", j.message);
+    assert!(j.message.contains("no attempts left"), "{}", j.message);
+}
+
 fn arb_event() -> impl Strategy<Value = Event> {
     let outcome = prop_oneof![
         (-3i32..3).prop_map(exit),
         Just(AttemptOutcome::TimedOut),
         Just(AttemptOutcome::Cancelled),
         Just(AttemptOutcome::StartFailed),
+        Just(AttemptOutcome::OomKilled),
         Just(AttemptOutcome::Exited {
             exit_code: None,
             signal: Some(9)

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use augur_core::Usage;
 use tokio::sync::oneshot;
+
+use crate::cgroup::JobCgroup;
 use tracing::{debug, warn};
 
 /// Exit code or terminating signal of a wait status.
@@ -50,18 +52,26 @@ pub(super) struct ProcessGroup {
     /// Set by the waiter once the leader is reaped; guarded so a signal is never
     /// sent concurrently with (or after) reaping.
     reaped: Mutex<bool>,
+    /// The attempt's cgroup, if it has one: every signal reaches it too, so
+    /// a process that left the group (`setsid`, a double-forked daemon) is
+    /// not missed.
+    cgroup: Option<Arc<JobCgroup>>,
 }
 
 impl ProcessGroup {
-    /// The group of a just-spawned leader (spawned with `process_group(0)`).
-    pub(super) fn new(pid: u32) -> Self {
+    /// The group of a just-spawned leader (spawned with `process_group(0)`),
+    /// and the cgroup it runs in.
+    pub(super) fn new(pid: u32, cgroup: Option<Arc<JobCgroup>>) -> Self {
         ProcessGroup {
             pid: pid as libc::pid_t,
             reaped: Mutex::new(false),
+            cgroup,
         }
     }
 
-    /// Sends `signal` to the whole group unless its leader was reaped already.
+    /// Sends `signal` to the whole group (and cgroup) unless its leader was
+    /// reaped already; what is left then is the end of the attempt's business
+    /// ([`JobCgroup::finish`]).
     pub(super) fn signal(&self, signal: libc::c_int) {
         let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
         if *reaped {
@@ -75,6 +85,9 @@ impl ProcessGroup {
         if rc != 0 {
             // ESRCH: the whole group is gone already, which is what we wanted.
             debug!(pgid = self.pid, signal, error = %io::Error::last_os_error(), "kill failed");
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(signal);
         }
     }
 }
@@ -151,6 +164,10 @@ fn reap(group: &ProcessGroup) -> io::Result<Reaped> {
     // SAFETY: plain integers; the leader is an unreaped zombie (or alive), so its
     // pid still pins the group id. Stragglers would otherwise hold the pipes open.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
+    if let Some(cgroup) = &group.cgroup {
+        // Daemons that left the group hold the pipes open just the same.
+        cgroup.signal(libc::SIGKILL);
+    }
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is a plain C struct for which all-zero bytes are valid.
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -175,6 +192,7 @@ fn reap(group: &ProcessGroup) -> io::Result<Reaped> {
             user_cpu_us: micros(rusage.ru_utime),
             system_cpu_us: micros(rusage.ru_stime),
             max_rss_kb: max_rss_kb(rusage.ru_maxrss),
+            ..Usage::default()
         },
     })
 }

@@ -8,6 +8,7 @@
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::cgroup::{join_before_exec, JobCgroup, Limits, Stats};
 
 use super::environment::{job_environment, worker_path, DEFAULT_PATH};
 use super::group::{decode_status, signal_name, spawn_waiter, KillOnDrop, ProcessGroup, Reaped};
@@ -46,13 +49,36 @@ pub(super) async fn run(
             "cancelled before the process started".into(),
         );
     }
-    let mut command = match build_command(config, &req) {
-        Ok(command) => command,
+    // The cgroup exists, with its limits, before the process does: the child
+    // joins it before exec, so nothing it starts runs outside the limits.
+    let cgroup = match &config.cgroups {
+        Some(cgroups) => match cgroups.create(
+            &format!("{}-{}", req.job_id, req.attempt),
+            Limits {
+                memory_bytes: req.spec.resources.memory_bytes,
+                cpu_millis: req.spec.resources.cpu_millis,
+            },
+        ) {
+            Ok(cgroup) => Some(Arc::new(cgroup)),
+            Err(e) => {
+                return not_started(
+                    ExecOutcome::StartFailed,
+                    format!("cannot set up the attempt's cgroup: {e}"),
+                )
+            }
+        },
+        None => None,
+    };
+    let (mut command, procs_files) = match build_command(config, &req, cgroup.as_deref()) {
+        Ok(built) => built,
         Err(message) => return not_started(ExecOutcome::StartFailed, message),
     };
     let clock = Instant::now();
     let started_at_ms = now_ms();
-    let mut child = match command.spawn() {
+    let spawned = command.spawn();
+    // The child has joined (or failed to join) the cgroup by now.
+    drop(procs_files);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let message = match &config.run_as {
@@ -71,7 +97,7 @@ pub(super) async fn run(
         }
     };
     let pid = child.id();
-    let group = Arc::new(ProcessGroup::new(pid));
+    let group = Arc::new(ProcessGroup::new(pid, cgroup.clone()));
     // Kills the group if this future is dropped before the attempt ends.
     let _kill_on_drop = KillOnDrop(Arc::clone(&group));
     let stdout = child
@@ -102,8 +128,20 @@ pub(super) async fn run(
     let runtime = supervised.exited_after.saturating_duration_since(clock);
     let finished_at_ms = started_at_ms + runtime.as_millis() as i64;
 
-    let (outcome, mut message) = describe(&supervised, config.kill_grace, req.spec.timeout());
-    let usage = match &supervised.status {
+    // Whatever is left in the cgroup dies now; its accounting covers every
+    // process the attempt started, daemonised ones included.
+    let stats = match cgroup {
+        Some(cgroup) => {
+            let finishing = Arc::clone(&cgroup);
+            tokio::task::spawn_blocking(move || finishing.finish())
+                .await
+                .ok()
+                .map(|stats| (stats, cgroup.memory_limit()))
+        }
+        None => None,
+    };
+    let (mut outcome, mut message) = describe(&supervised, config.kill_grace, req.spec.timeout());
+    let mut usage = match &supervised.status {
         Ok(reaped) => Usage {
             runtime_ms: runtime.as_millis() as u64,
             ..reaped.usage.clone()
@@ -113,6 +151,20 @@ pub(super) async fn run(
             ..Usage::default()
         },
     };
+    if let Some((stats, limit)) = stats {
+        usage.peak_memory_bytes = stats.peak_memory_bytes;
+        usage.cgroup_cpu_us = stats.cpu_us;
+        if supervised.ending == Ending::Natural && !outcome.is_success() {
+            if let Some(kills) = oom_killed(&outcome, &stats) {
+                outcome = ExecOutcome::OomKilled;
+                message = format!(
+                    "oom_killed: the job reached its memory limit of {} and the kernel's OOM \
+                     killer ended {kills} of its processes; {message}",
+                    human_bytes(limit)
+                );
+            }
+        }
+    }
     if !supervised.output_complete {
         message
             .push_str("; output may be incomplete: a process outside the job's group kept it open");
@@ -154,8 +206,50 @@ fn not_started(outcome: ExecOutcome, message: String) -> ExecResult {
     }
 }
 
-/// The command for an attempt, or why it cannot be started.
-fn build_command(config: &ProcessConfig, req: &ExecRequest) -> Result<Command, String> {
+/// Whether an attempt that did not succeed was the OOM killer's doing, and how
+/// many processes it killed: the cgroup's `oom_kill` count, or on kernels
+/// without one (v1 before 4.13) a hit memory limit and a SIGKILLed leader.
+fn oom_killed(outcome: &ExecOutcome, stats: &Stats) -> Option<u64> {
+    match stats.oom_kills {
+        Some(0) => None,
+        Some(kills) => Some(kills),
+        None => {
+            let sigkilled = matches!(
+                outcome,
+                ExecOutcome::Exited {
+                    signal: Some(libc::SIGKILL),
+                    ..
+                }
+            );
+            (sigkilled && stats.memory_failcnt > 0).then_some(1)
+        }
+    }
+}
+
+/// `64 MiB`, for messages.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The command for an attempt, or why it cannot be started; with a cgroup,
+/// also the open `cgroup.procs` files the child joins (keep them open until
+/// the spawn returned).
+fn build_command(
+    config: &ProcessConfig,
+    req: &ExecRequest,
+    cgroup: Option<&JobCgroup>,
+) -> Result<(Command, Vec<OwnedFd>), String> {
     let spec = &req.spec;
     check_limits(spec)?;
     let worker_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -202,6 +296,18 @@ fn build_command(config: &ProcessConfig, req: &ExecRequest) -> Result<Command, S
             }
         }
     }
+    // Joining the cgroup comes first: after a privilege drop the child could
+    // no longer move itself (v2 checks the writer at write time).
+    let procs_files = match cgroup {
+        Some(cgroup) => {
+            let files = cgroup
+                .procs_files()
+                .map_err(|e| format!("cannot set up the attempt's cgroup: {e}"))?;
+            join_before_exec(&mut command, &files);
+            files
+        }
+        None => Vec::new(),
+    };
     match &config.run_as {
         // Enters the working dir after dropping privileges, with the job's rights.
         Some(user) => user.apply(&mut command, spec.working_dir.as_deref().map(Path::new))?,
@@ -217,7 +323,7 @@ fn build_command(config: &ProcessConfig, req: &ExecRequest) -> Result<Command, S
         .stderr(Stdio::piped())
         // Its own group, so one kill(-pgid) reaches everything the job started.
         .process_group(0);
-    Ok(command)
+    Ok((command, procs_files))
 }
 
 /// Defence in depth: the caps of augur-core's spec validation, checked again

@@ -20,12 +20,14 @@ pub(crate) fn job_request(job: &JobRecord) -> JobRequest {
     }
 }
 
-/// What the scheduler needs to know about a worker (speed from its `speed` label).
+/// What the scheduler needs to know about a worker (speed from its `speed`
+/// label; capacity, when it reported one, bounds the CPU and memory requested).
 pub(crate) fn worker_spec(info: &WorkerInfo) -> WorkerSpec {
     WorkerSpec {
         slots: info.slots,
         speed: speed_of(&info.labels),
         labels: info.labels.clone(),
+        capacity: info.capacity,
     }
 }
 
@@ -175,6 +177,7 @@ pub(crate) fn unschedulable_reason<'a>(
     if workers.clone().next().is_none() {
         return Some("no worker is registered".into());
     }
+    let workers_clone = workers.clone();
     let largest = workers
         .filter(|w| w.matches(constraints))
         .map(|w| w.slots)
@@ -195,6 +198,16 @@ pub(crate) fn unschedulable_reason<'a>(
                 " among those matching its constraints"
             }
         )),
-        Some(_) => None,
+        // Among the workers with the slots and labels: one whose reported
+        // capacity could ever hold the CPU and memory it requests.
+        Some(_) => augur_placement::resources::shortfall(
+            augur_placement::resources::Request {
+                cpu_millis: job.spec.resources.cpu_millis,
+                memory_bytes: job.spec.resources.memory_bytes,
+            },
+            workers_clone
+                .filter(|w| w.matches(constraints) && w.slots >= slots)
+                .map(|w| w.capacity.as_ref()),
+        ),
     }
 }

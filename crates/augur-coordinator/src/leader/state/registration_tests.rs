@@ -152,3 +152,30 @@ fn a_draining_worker_is_marked_and_its_goodbye_requeues_what_it_held_at_once() {
     );
     assert_eq!(world.store[&id].attempt, 1);
 }
+
+#[test]
+fn a_job_bigger_than_every_reported_capacity_is_flagged_unschedulable() {
+    let mut world = one_worker();
+    let w = worker_id(0);
+    world.attach(&w);
+    let mut info = super::sim::worker_info(&w, 2, world.leases[&w]);
+    info.capacity = Some(augur_core::Capacity {
+        cpu_millis: 2_000,
+        memory_bytes: 1 << 30,
+    });
+    world.input(Input::WorkerRegistered(Box::new(info)));
+    let mut record = super::sim::job(0, 1, 1, world.now.wall_ms);
+    record.spec.resources.memory_bytes = 8 << 30;
+    let id = record.id;
+    world.store.insert(id, record.clone());
+    world.submitted.push(id);
+    world.input(Input::Submitted(Box::new(record)));
+    world.advance(1);
+    world.commit();
+    let message = &world.store[&id].message;
+    assert!(
+        message.starts_with("unschedulable: no worker has 8589934592 bytes of memory"),
+        "{message}"
+    );
+    assert_eq!(world.store[&id].state, JobState::Pending);
+}

@@ -145,7 +145,12 @@ fn apply(world: &mut World, step: Step) {
         Step::Duplicate(i) => {
             if !world.sent_by_workers.is_empty() {
                 let (w, msg) = world.sent_by_workers[i % world.sent_by_workers.len()].clone();
-                world.send_from(&w, msg);
+                // Replayed on the worker's current stream: results and
+                // heartbeats may be re-sent; a drain or goodbye is said once
+                // by the process that leaves and never reaches its successor.
+                if !matches!(msg, FromWorker::Draining | FromWorker::Goodbye) {
+                    world.send_from(&w, msg);
+                }
             }
         }
         Step::Detach(n) => {
