@@ -244,9 +244,9 @@ pub async fn run_on(
                 store: token_store,
             }),
         )
-        .add_service(WorkerServiceServer::new(stream::Streams {
-            shared: shared.clone(),
-        }))
+        .add_service(WorkerServiceServer::new(stream::Streams::new(
+            shared.clone(),
+        )))
         .add_service(
             augur_proto::v1::placement_service_server::PlacementServiceServer::new(
                 placement_api::PlacementApi::new(shared.clone(), &client, &config),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use augur_core::WorkerId;
 use augur_proto::v1 as pb;
 use augur_proto::v1::worker_service_server::WorkerService;
+use augur_store::LeaderInfo;
 use futures::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
@@ -19,6 +20,43 @@ use crate::Shared;
 
 pub struct Streams {
     pub(crate) shared: Arc<Shared>,
+    /// The last answer to "who leads" and when it was read: every worker
+    /// asks every heartbeat interval, so answers up to [`WHO_LEADS_CACHE`]
+    /// old are served from memory instead of one etcd read per worker.
+    pub(crate) who_leads: std::sync::Mutex<Option<(std::time::Instant, Option<LeaderInfo>)>>,
+}
+
+/// How long a `WhoLeads` answer is reused.
+const WHO_LEADS_CACHE: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Streams {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Streams {
+            shared,
+            who_leads: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn current_leader(&self) -> Result<Option<LeaderInfo>, Status> {
+        let cached = self
+            .who_leads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < WHO_LEADS_CACHE)
+            .map(|(_, leader)| leader.clone());
+        if let Some(leader) = cached {
+            return Ok(leader);
+        }
+        let leader = self
+            .shared
+            .breaker
+            .call(self.shared.leadership.current())
+            .await?;
+        *self.who_leads.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), leader.clone()));
+        Ok(leader)
+    }
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -112,11 +150,7 @@ impl WorkerService for Streams {
         request: Request<pb::WhoLeadsRequest>,
     ) -> Result<Response<pb::WhoLeadsResponse>, Status> {
         self.shared.auth.admit_worker_lookup(&request)?;
-        let leader = self
-            .shared
-            .breaker
-            .call(self.shared.leadership.current())
-            .await?;
+        let leader = self.current_leader().await?;
         Ok(Response::new(match leader {
             Some(l) => pb::WhoLeadsResponse {
                 node_id: l.node_id,
@@ -133,9 +167,7 @@ impl Streams {
     /// one) in the `x-augur-leader` metadata for the worker to follow.
     async fn not_the_leader(&self) -> Status {
         let leader = self
-            .shared
-            .breaker
-            .call(self.shared.leadership.current())
+            .current_leader()
             .await
             .ok()
             .flatten()
