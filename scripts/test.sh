@@ -41,7 +41,7 @@ target/debug/augur bench --jobs 300 --etcd-txns 2000
 # the committed seeds, so a decoder that panics on hostile input fails CI.
 # Costs ~1 min of fuzzing plus the fuzz build (fuzz/target: seconds when
 # nothing changed, ~2.5 min after a change to the library crates, ~15 min cold).
-# A longer campaign: scripts/fuzz.sh 600 (README, Security → Fuzzing).
+# A longer campaign: scripts/fuzz.sh 600 (docs/security.md, Fuzzing).
 phase "fuzz (short, bounded)"
 scripts/fuzz.sh "${AUGUR_FUZZ_SECONDS:-8}"
 # --- end fuzz
