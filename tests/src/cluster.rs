@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     /// worker is its last argument vector. It must exec, so the pid is the
     /// worker's.
     pub worker_wrapper: Vec<String>,
+    /// The same for each `augur coordinator` (e.g. `prlimit --nofile=256:256 --`).
+    pub coordinator_wrapper: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +74,7 @@ impl Default for ClusterConfig {
             cli_env: Vec::new(),
             api_host: "127.0.0.1",
             worker_wrapper: Vec::new(),
+            coordinator_wrapper: Vec::new(),
         }
     }
 }
@@ -83,6 +86,18 @@ fn worker_lease_ttl(lease_ttl: &str) -> String {
     match lease_ttl.strip_suffix('s').map(str::parse::<f64>) {
         Some(Ok(secs)) if secs >= 3.0 => lease_ttl.to_string(),
         _ => "3s".to_string(),
+    }
+}
+
+/// `program` run through `wrapper` (which must exec it), or directly.
+fn wrapped(wrapper: &[String], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 
@@ -282,7 +297,7 @@ impl Cluster {
     pub(crate) fn start_coordinator(&mut self, index: usize) {
         let name = format!("c{}", index + 1);
         let api = self.coordinator_apis[index].clone();
-        let mut command = Command::new(&self.augur);
+        let mut command = wrapped(&self.config.coordinator_wrapper, &self.augur);
         command
             .arg("coordinator")
             .args(["--etcd-endpoints", &self.etcd_url])
@@ -316,14 +331,7 @@ impl Cluster {
             .clone();
         // Workers are told the coordinators' API only, never etcd.
         let coordinators = self.coordinator_urls();
-        let mut command = match self.config.worker_wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(&self.augur);
-                command
-            }
-            None => Command::new(&self.augur),
-        };
+        let mut command = wrapped(&self.config.worker_wrapper, &self.augur);
         command
             .arg("worker")
             .args(["--coordinators", &coordinators])

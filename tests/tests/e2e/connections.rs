@@ -372,3 +372,79 @@ async fn futures_join<F: std::future::Future<Output = Duration>>(futures: Vec<F>
     }
     out
 }
+
+/// The defect as found: with a 256 open-files limit, a few hundred idle
+/// connections left a follower without descriptors, its etcd client failed
+/// with "Too many open files", and it could not campaign when the leader
+/// died. Now its cap (the limit minus headroom) refuses the excess and the
+/// follower takes over.
+#[test]
+fn connections_a_follower_at_256_files_flooded_with_idle_connections_still_takes_over() {
+    raise_own_file_limit();
+    let mut cluster = Cluster::start(ClusterConfig {
+        coordinators: 2,
+        workers: 1,
+        // The deadline longer than the test: the flood stays open throughout.
+        extra_coordinator_args: vec!["--handshake-timeout".into(), "120s".into()],
+        coordinator_wrapper: vec!["prlimit".into(), "--nofile=256:256".into(), "--".into()],
+        ..Default::default()
+    });
+    let leader = cluster.wait_leader(Duration::from_secs(60), "elected", |_| true);
+    let follower = if leader == "c1" { 1 } else { 0 };
+    let limit = metrics(&cluster, follower).sum("augur_api_connections_limit", &[]);
+    eprintln!(
+        "connections: follower c{} caps connections at {limit}",
+        follower + 1
+    );
+    assert!(limit > 0.0 && limit < 256.0, "cap {limit}");
+
+    let flood = Flood::start(api_addr(&cluster, follower), 400, 0);
+    poll_until(
+        Duration::from_secs(30),
+        "the follower to refuse the excess",
+        || {
+            let refused = refused(&metrics(&cluster, follower), "limit");
+            if refused > 0.0 && flood.connected() >= limit as u64 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "refused {refused}, connected {}",
+                    flood.connected()
+                ))
+            }
+        },
+    );
+    cluster.kill_node(&leader);
+    // The flood holds every slot of its cap, so the API refuses newcomers
+    // (the CLI included) until it ends; the election is read from etcd.
+    let flooded = format!("c{}", follower + 1);
+    poll_until(
+        Duration::from_secs(60),
+        "the flooded follower to lead",
+        || match cluster.election_leader() {
+            Some(now) if now == flooded => Ok(()),
+            other => Err(format!("election names {other:?}")),
+        },
+    );
+    eprintln!(
+        "connections: {flooded} leads under a flood of 400 idle sockets ({} connects, cap {limit})",
+        flood.connected()
+    );
+    flood.stop();
+    // Once the flood ends it answers and dispatches: a job runs through it.
+    let id = cluster.submit_via(follower, &["--", "sh", "-c", "echo after the flood"]);
+    poll_until(Duration::from_secs(60), "the job to succeed", || {
+        let job = cluster.json_any(&["get", &id])?;
+        if job["state"] == "succeeded" {
+            Ok(())
+        } else {
+            Err(job.to_string())
+        }
+    });
+    let logs = std::fs::read_to_string(cluster.path(&format!("coordinator-c{}.log", follower + 1)))
+        .unwrap_or_default();
+    assert!(
+        !logs.contains("Too many open files"),
+        "the follower ran out of descriptors"
+    );
+}
