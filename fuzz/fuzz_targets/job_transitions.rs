@@ -71,6 +71,7 @@ fn event(any: AnyEvent, job: &JobRecord) -> Option<Event> {
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         message: String::new(),
+        outputs: Default::default(),
     };
     Some(match any {
         AnyEvent::Assign {

@@ -71,6 +71,7 @@ pub fn job_value(job: &pb::Job) -> Value {
             "cpu_millis": r.cpu_millis,
             "memory_bytes": r.memory_bytes,
         })),
+        "outputs": job.outputs.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

@@ -88,6 +88,11 @@ pub fn job_to_pb(job: &JobRecord) -> pb::Job {
         not_before_ms: job.not_before_ms,
         cancel_requested: job.cancel_requested,
         owner: job.owner.clone().unwrap_or_default(),
+        outputs: job
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -113,6 +118,28 @@ pub fn cap_tail(bytes: &[u8], max: usize) -> String {
     let start = bytes.len().saturating_sub(max);
     let text = String::from_utf8_lossy(&bytes[start..]);
     text.trim_start_matches('\u{FFFD}').to_string()
+}
+
+/// Most outputs, and largest output, a result may carry (as the worker
+/// enforces; a result over them is unreadable).
+const MAX_OUTPUTS: usize = 16;
+const MAX_OUTPUT_BYTES: usize = 4 * 1024;
+
+/// A result's outputs, checked: UTF-8, bounded. `None`: the result is refused.
+fn outputs_from_pb(
+    outputs: &std::collections::HashMap<String, Vec<u8>>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    if outputs.len() > MAX_OUTPUTS {
+        return None;
+    }
+    outputs
+        .iter()
+        .map(|(k, v)| {
+            let ok = k.len() <= 64 && v.len() <= MAX_OUTPUT_BYTES;
+            ok.then(|| String::from_utf8(v.clone()).ok().map(|v| (k.clone(), v)))
+                .flatten()
+        })
+        .collect()
 }
 
 /// A worker's Finished message as the domain's attempt report.
@@ -145,6 +172,7 @@ pub fn report_from_pb(msg: &pb::Finished, max_tail: usize) -> Option<AttemptRepo
         stdout_tail: cap_tail(&msg.stdout_tail, max_tail),
         stderr_tail: cap_tail(&msg.stderr_tail, max_tail),
         message: msg.message.clone(),
+        outputs: outputs_from_pb(&msg.outputs)?,
     })
 }
 

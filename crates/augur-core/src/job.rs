@@ -136,6 +136,9 @@ pub struct JobRecord {
     /// without authentication): a submitter may cancel only its own jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// What the last finished attempt wrote into `$AUGUR_OUTPUTS`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl JobRecord {
@@ -164,6 +167,7 @@ impl JobRecord {
             usage: None,
             trace_context: BTreeMap::new(),
             owner: None,
+            outputs: BTreeMap::new(),
         }
     }
 }

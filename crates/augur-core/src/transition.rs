@@ -48,6 +48,8 @@ pub struct AttemptReport {
     pub stdout_tail: String,
     pub stderr_tail: String,
     pub message: String,
+    /// What the attempt wrote into `$AUGUR_OUTPUTS` (file name → contents).
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 /// Something that happens to a job.
@@ -216,6 +218,7 @@ fn finish(next: &mut JobRecord, report: &AttemptReport, now_ms: i64, jitter_samp
     next.started_at_ms = Some(report.started_at_ms);
     next.usage = Some(report.usage.clone());
     next.stdout_tail = report.stdout_tail.clone();
+    next.outputs = report.outputs.clone();
     next.stderr_tail = report.stderr_tail.clone();
     let attempt = report.attempt;
 

@@ -109,6 +109,7 @@ fn failed(attempt: u32) -> AttemptReport {
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         message: String::new(),
+        outputs: Default::default(),
     }
 }
 

@@ -502,6 +502,13 @@ fn handle(agent: &Arc<Agent>, msg: In) {
                 attempt: attempt.attempt,
                 spec,
                 extra_env,
+                outputs_dir: Some(
+                    agent
+                        .config
+                        .data_dir
+                        .join("outputs-work")
+                        .join(format!("{job_id}-{}", attempt.attempt)),
+                ),
             };
             let span = tracing::info_span!("job", job_id = %job_id, attempt = attempt.attempt,
                                            trace_id = %trace_id, span_id = %span_id);

@@ -59,6 +59,9 @@ pub struct BufferedResult {
     pub stdout_tail: Vec<u8>,
     pub stderr_tail: Vec<u8>,
     pub message: String,
+    /// What the attempt left in `$AUGUR_OUTPUTS` (absent in older records).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 impl BufferedResult {
@@ -83,6 +86,7 @@ impl BufferedResult {
             stdout_tail: result.stdout_tail.clone(),
             stderr_tail: result.stderr_tail.clone(),
             message: result.message.clone(),
+            outputs: result.outputs.clone(),
         }
     }
 
@@ -463,6 +467,7 @@ mod tests {
             stdout_tail: b"out\xff".to_vec(),
             stderr_tail: b"err".to_vec(),
             message: "exited with code 1".into(),
+            outputs: [("count".to_string(), "3\n".to_string())].into(),
         }
     }
 
@@ -597,6 +602,7 @@ mod tests {
             stderr_tail: Vec::new(),
             message: "timed out".into(),
             pid: Some(42),
+            outputs: Default::default(),
         };
         let buffered = BufferedResult::from_exec("J", 3, 9, &exec);
         assert_eq!(buffered.outcome, "timed_out");

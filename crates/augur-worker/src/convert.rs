@@ -41,6 +41,11 @@ pub fn finished_message(r: &BufferedResult) -> pb::Finished {
         stdout_tail: r.stdout_tail.clone(),
         stderr_tail: r.stderr_tail.clone(),
         message: r.message.clone(),
+        outputs: r
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect(),
         peak_memory_bytes: r.usage.peak_memory_bytes,
         cgroup_cpu_us: r.usage.cgroup_cpu_us,
     }

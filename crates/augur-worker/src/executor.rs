@@ -30,6 +30,7 @@ pub mod allowlist;
 mod cgroup_tests;
 pub mod environment;
 mod group;
+pub mod outputs;
 mod process;
 pub mod run_as;
 pub mod tail;
@@ -87,6 +88,10 @@ pub struct ExecRequest {
     /// Extra variables set by the worker itself, e.g. `TRACEPARENT`. Applied last,
     /// so they win over everything else.
     pub extra_env: Vec<(String, String)>,
+    /// Where the attempt may leave its outputs (`$AUGUR_OUTPUTS`): created
+    /// before the process starts (owned by the job's user), read and removed
+    /// after it ends. `None`: no outputs.
+    pub outputs_dir: Option<std::path::PathBuf>,
 }
 
 /// How an attempt ended.
@@ -166,6 +171,8 @@ pub struct ExecResult {
     pub message: String,
     /// The main process's pid, if one was started.
     pub pid: Option<u32>,
+    /// What the attempt left in `$AUGUR_OUTPUTS` (file name → contents).
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 /// Settings of the process executor.
@@ -253,5 +260,6 @@ fn run_null(started: oneshot::Sender<(Option<u32>, i64)>) -> ExecResult {
         stderr_tail: Vec::new(),
         message: "null executor: nothing run".to_string(),
         pid: None,
+        outputs: Default::default(),
     }
 }

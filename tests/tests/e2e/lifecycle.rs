@@ -54,6 +54,18 @@ fn echo_job_succeeds_with_its_output() {
     for field in ["submitted_at", "started_at", "finished_at"] {
         assert!(job[field].is_string(), "{field} missing in {job}");
     }
+
+    // What a job leaves in $AUGUR_OUTPUTS comes back with its result.
+    let id = cluster.submit(&[
+        "--",
+        "sh",
+        "-c",
+        r#"echo 42 > "$AUGUR_OUTPUTS/answer"; printf 'x\ny\n' > "$AUGUR_OUTPUTS/items.lines""#,
+    ]);
+    let job = cluster.wait_terminal(&id, JOB_DEADLINE);
+    assert_eq!(json_str(&job, "state"), "succeeded", "{job}");
+    assert_eq!(job["outputs"]["answer"], "42\n", "{job}");
+    assert_eq!(job["outputs"]["items.lines"], "x\ny\n", "{job}");
 }
 
 #[test]

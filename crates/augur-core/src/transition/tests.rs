@@ -27,6 +27,7 @@ fn report(attempt: u32, outcome: AttemptOutcome) -> AttemptReport {
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         message: String::new(),
+        outputs: Default::default(),
     }
 }
 

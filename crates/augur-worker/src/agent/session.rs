@@ -230,6 +230,7 @@ mod tests {
             stdout_tail: vec![b'x'; 4096],
             stderr_tail: Vec::new(),
             message: String::new(),
+            outputs: Default::default(),
         }
     }
 

@@ -53,6 +53,7 @@ fn request(script: &str, memory: &str, timeout: &str) -> ExecRequest {
         attempt: 1,
         spec: input.validate().expect("valid spec"),
         extra_env: Vec::new(),
+        outputs_dir: None,
     }
 }
 

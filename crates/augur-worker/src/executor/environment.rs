@@ -76,6 +76,9 @@ where
     }
     env.insert("AUGUR_JOB_ID".into(), req.job_id.to_string().into());
     env.insert("AUGUR_ATTEMPT".into(), req.attempt.to_string().into());
+    if let Some(dir) = &req.outputs_dir {
+        env.insert("AUGUR_OUTPUTS".into(), dir.clone().into_os_string());
+    }
     for (key, value) in &req.extra_env {
         env.insert(key.into(), value.into());
     }
@@ -156,6 +159,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            outputs_dir: None,
         }
     }
 

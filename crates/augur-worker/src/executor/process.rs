@@ -69,6 +69,14 @@ pub(super) async fn run(
         },
         None => None,
     };
+    if let Some(dir) = &req.outputs_dir {
+        if let Err(e) = prepare_outputs(dir, config.run_as.as_ref()) {
+            return not_started(
+                ExecOutcome::StartFailed,
+                format!("cannot prepare $AUGUR_OUTPUTS {dir:?}: {e}"),
+            );
+        }
+    }
     let (mut command, procs_files) = match build_command(config, &req, cgroup.as_deref()) {
         Ok(built) => built,
         Err(message) => return not_started(ExecOutcome::StartFailed, message),
@@ -165,6 +173,17 @@ pub(super) async fn run(
             }
         }
     }
+    let outputs = match &req.outputs_dir {
+        Some(dir) => {
+            let collected = super::outputs::collect(dir);
+            let _ = std::fs::remove_dir_all(dir);
+            collected.unwrap_or_else(|why| {
+                message.push_str(&format!("; outputs refused: {why}"));
+                Default::default()
+            })
+        }
+        None => Default::default(),
+    };
     if !supervised.output_complete {
         message
             .push_str("; output may be incomplete: a process outside the job's group kept it open");
@@ -188,7 +207,22 @@ pub(super) async fn run(
         stderr_tail: stderr_tail.into_vec(),
         message,
         pid: Some(pid),
+        outputs,
     }
+}
+
+/// A fresh, empty outputs directory that only the job's user can use.
+fn prepare_outputs(dir: &Path, run_as: Option<&super::RunAs>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+    }
+    Ok(())
 }
 
 /// The result of an attempt that never had a process.
@@ -203,6 +237,7 @@ fn not_started(outcome: ExecOutcome, message: String) -> ExecResult {
         stderr_tail: Vec::new(),
         message,
         pid: None,
+        outputs: Default::default(),
     }
 }
 

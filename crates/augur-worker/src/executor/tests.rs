@@ -34,6 +34,7 @@ fn request(spec: JobSpec) -> ExecRequest {
         attempt: 1,
         spec,
         extra_env: Vec::new(),
+        outputs_dir: None,
     }
 }
 
@@ -541,6 +542,41 @@ async fn caps_are_checked_again_before_exec() {
     let (result, _) = run(&process(DEFAULT_KILL_GRACE), request(job)).await;
     assert!(
         result.message.starts_with("refused: spec.env: is"),
+        "{}",
+        result.message
+    );
+}
+
+#[tokio::test]
+async fn files_left_in_augur_outputs_come_back_with_the_result_and_the_directory_goes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outputs_dir = dir.path().join("outputs-work").join("job-1");
+    let mut req = request(sh(
+        r#"printf 3 > "$AUGUR_OUTPUTS/count"; printf 'a\nb\n' > "$AUGUR_OUTPUTS/files.lines""#,
+    ));
+    req.outputs_dir = Some(outputs_dir.clone());
+    let (result, _) = run(&process(Duration::from_secs(1)), req).await;
+    assert!(result.outcome.is_success(), "{result:?}");
+    assert_eq!(result.outputs.get("count").map(String::as_str), Some("3"));
+    assert_eq!(
+        result.outputs.get("files.lines").map(String::as_str),
+        Some("a\nb\n")
+    );
+    assert!(
+        !outputs_dir.exists(),
+        "the outputs directory was left behind"
+    );
+
+    // Too big: the attempt's outcome stands, its outputs are refused.
+    let mut req = request(sh(
+        r#"head -c 5000 /dev/zero | tr '\0' x > "$AUGUR_OUTPUTS/big""#,
+    ));
+    req.outputs_dir = Some(outputs_dir.clone());
+    let (result, _) = run(&process(Duration::from_secs(1)), req).await;
+    assert!(result.outcome.is_success(), "{result:?}");
+    assert!(result.outputs.is_empty());
+    assert!(
+        result.message.contains("outputs refused") && result.message.contains("5000 bytes"),
         "{}",
         result.message
     );

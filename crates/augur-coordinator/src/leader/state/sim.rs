@@ -112,6 +112,7 @@ pub(crate) fn report(key: AttemptKey, exit_code: i32, now_ms: i64) -> AttemptRep
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         message: String::new(),
+        outputs: Default::default(),
     }
 }
 
