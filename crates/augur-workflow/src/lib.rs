@@ -10,6 +10,9 @@ pub mod outputs;
 pub mod template;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use engine::{Effect, Input, InstanceState, JobOutcome, RunOutcome, RunState, RunStatus};
 pub use file::{Trigger, WorkflowFile};
 pub use outputs::{OutputValue, Outputs};
