@@ -438,7 +438,8 @@ fn check_task(
         Some(text) => {
             let c = Condition::parse(text).map_err(|e| err(task, "when", e.to_string()))?;
             for tpl in c.templates() {
-                check_references(name, "when", tpl, has_item, scope)?;
+                // `when` is evaluated once per task, before any item exists.
+                check_references(name, "when", tpl, false, scope)?;
             }
             Some(c)
         }
