@@ -260,7 +260,9 @@ fn bad_when_is_refused() {
     assert_eq!(e.field, "when");
     let e = refused("name: t\ntasks:\n- {name: a, command: [x], when: '${{ params.x }} == 1'}\n");
     assert!(e.reason.contains("no parameter"), "{e}");
-    let e = refused("name: t\ntasks:\n- {name: a, command: [x], for_each: [1], when: '${{ item }} == 1'}\n");
+    let e = refused(
+        "name: t\ntasks:\n- {name: a, command: [x], for_each: [1], when: '${{ item }} == 1'}\n",
+    );
     assert_eq!(e.field, "when");
 }
 
