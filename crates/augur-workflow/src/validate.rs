@@ -67,6 +67,12 @@ pub struct Task {
     pub max_parallel: Option<u32>,
     /// The job, its command, args and env values still templates.
     pub spec: JobSpecInput,
+    /// DAG tasks whose outputs this task's command and env read.
+    #[serde(default)]
+    pub reads: Vec<usize>,
+    /// DAG tasks whose outputs its `when` and `for_each` read.
+    #[serde(default)]
+    pub decide_reads: Vec<usize>,
 }
 
 /// A checked workflow: DAG tasks in topological order, then finally tasks.
@@ -521,8 +527,34 @@ fn check_task(
         when,
         for_each,
         max_parallel: t.max_parallel,
+        reads: reads(t, scope, false),
+        decide_reads: reads(t, scope, true),
         spec,
     })
+}
+
+/// The DAG tasks whose outputs a (checked) task file references: in its
+/// `when` and `for_each` (`decide`), or in its command and env.
+fn reads(t: &TaskFile, scope: &Scope<'_>, decide: bool) -> Vec<usize> {
+    let mut texts: Vec<&str> = Vec::new();
+    if decide {
+        texts.extend(t.when.as_deref());
+        if let Some(ForEachFile::Reference(r)) = &t.for_each {
+            texts.push(r);
+        }
+    } else {
+        texts.extend(t.command.iter().map(String::as_str));
+        texts.extend(t.env.values().map(String::as_str));
+    }
+    let mut out: BTreeSet<usize> = BTreeSet::new();
+    for text in texts {
+        for r in template::references(text).unwrap_or_default() {
+            if let Reference::Output { task, .. } = r {
+                out.extend(scope.dag_names.get(task.as_str()));
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// A job spec's field name (`spec.retry.max_attempts`) as the file names it.

@@ -10,8 +10,23 @@ impl RunState {
         if self.is_finished() || !self.started {
             return effects;
         }
-        // Outputs only change when a job ends, never inside this loop.
-        let outputs = self.collect_outputs(workflow);
+        // Outputs only change when a job ends, never inside this loop; only
+        // those a task still to run reads are gathered.
+        let readers: BTreeSet<usize> = workflow
+            .tasks
+            .iter()
+            .zip(&self.tasks)
+            .filter(|(_, run)| !run.done())
+            .flat_map(|(task, run)| {
+                let decide = if run.decided {
+                    &[][..]
+                } else {
+                    &task.decide_reads[..]
+                };
+                task.reads.iter().chain(decide).copied()
+            })
+            .collect();
+        let outputs = self.collect_outputs(workflow, &readers);
         loop {
             let mut changed = false;
             for t in 0..workflow.dag_len {
@@ -56,9 +71,17 @@ impl RunState {
     }
 
     /// Every task's outputs by name; a fanned-out task's as JSON lists.
-    fn collect_outputs(&self, workflow: &Workflow) -> BTreeMap<String, Outputs> {
+    fn collect_outputs(
+        &self,
+        workflow: &Workflow,
+        only: &BTreeSet<usize>,
+    ) -> BTreeMap<String, Outputs> {
         let mut all = BTreeMap::new();
-        for (t, run) in self.tasks.iter().enumerate() {
+        for &t in only {
+            let run = &self.tasks[t];
+            if !run.done() {
+                continue;
+            }
             let outputs = if run.fanned {
                 let keys: BTreeSet<&String> = run
                     .instances
@@ -182,6 +205,7 @@ impl RunState {
                 run.placeholder = false;
                 run.fanned = false;
                 run.instances = vec![new_instance(None, generation)];
+                run.recount();
             }
             Some(Err(message)) => run.settle(InstanceState::Failed, Some(message)),
             Some(Ok(items)) if items.is_empty() => run.settle(
@@ -203,6 +227,7 @@ impl RunState {
                     .into_iter()
                     .map(|i| new_instance(Some(i), generation))
                     .collect();
+                run.recount();
             }
         }
     }
@@ -217,18 +242,14 @@ impl RunState {
     ) -> bool {
         let task = &workflow.tasks[t];
         let limit = task.max_parallel.map_or(usize::MAX, |m| m as usize);
-        let mut running = self.tasks[t]
-            .instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Running)
-            .count();
         let mut changed = false;
-        for k in 0..self.tasks[t].instances.len() {
-            if running >= limit {
+        while self.tasks[t].running < limit {
+            let k = self.tasks[t].cursor;
+            let Some(instance) = self.tasks[t].instances.get(k) else {
                 break;
-            }
-            let instance = &self.tasks[t].instances[k];
+            };
             if instance.state != InstanceState::Waiting {
+                self.tasks[t].cursor += 1;
                 continue;
             }
             let fanned = self.tasks[t].fanned;
@@ -241,12 +262,10 @@ impl RunState {
                     input.idempotency_key = key.clone();
                     input.validate().map_err(|e| e.to_string())
                 });
-            let instance = &mut self.tasks[t].instances[k];
             changed = true;
             match spec {
                 Ok(spec) => {
-                    instance.state = InstanceState::Running;
-                    running += 1;
+                    self.tasks[t].set_state(k, InstanceState::Running);
                     effects.push(Effect::CreateJob {
                         task: task.name.clone(),
                         item: item_index,
@@ -255,8 +274,10 @@ impl RunState {
                     });
                 }
                 Err(message) => {
-                    instance.state = InstanceState::Failed;
-                    instance.message = Some(message);
+                    self.tasks[t].set_state(k, InstanceState::Failed);
+                    if let Some(instance) = self.tasks[t].instances.get_mut(k) {
+                        instance.message = Some(message);
+                    }
                 }
             }
         }

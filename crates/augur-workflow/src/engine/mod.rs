@@ -168,11 +168,57 @@ pub struct TaskRun {
     pub instances: Vec<Instance>,
     /// Generation given to instances created from now on.
     pub generation: u32,
+    /// Instances not terminal (kept by `set_state` and `recount`, so a
+    /// 10,000-wide fan-out is not rescanned on every result).
+    #[serde(default)]
+    pub open: usize,
+    /// Instances running.
+    #[serde(default)]
+    pub running: usize,
+    /// No instance before this one is waiting.
+    #[serde(default)]
+    pub cursor: usize,
 }
 
 impl TaskRun {
     fn done(&self) -> bool {
-        self.decided && self.instances.iter().all(|i| i.state.is_terminal())
+        self.decided && self.open == 0
+    }
+
+    /// Recomputes the counters after instances were changed wholesale.
+    fn recount(&mut self) {
+        self.open = self
+            .instances
+            .iter()
+            .filter(|i| !i.state.is_terminal())
+            .count();
+        self.running = self
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count();
+        self.cursor = 0;
+    }
+
+    /// Changes one instance's state, keeping the counters.
+    fn set_state(&mut self, k: usize, state: InstanceState) {
+        let Some(instance) = self.instances.get_mut(k) else {
+            return;
+        };
+        let old = instance.state;
+        instance.state = state;
+        if !old.is_terminal() {
+            self.open -= 1;
+        }
+        if old == InstanceState::Running {
+            self.running -= 1;
+        }
+        if !state.is_terminal() {
+            self.open += 1;
+        }
+        if state == InstanceState::Running {
+            self.running += 1;
+        }
     }
 
     fn settle(&mut self, state: InstanceState, message: Option<String>) {
@@ -187,6 +233,7 @@ impl TaskRun {
             message,
             interrupted: false,
         }];
+        self.recount();
     }
 
     /// The state shown for the task as a whole (`pending` before it is
@@ -370,12 +417,13 @@ impl RunState {
             // A duplicate, or a result after a cancel: already decided.
             return Vec::new();
         }
-        instance.state = match outcome {
+        instance.outputs = outputs;
+        let state = match outcome {
             JobOutcome::Succeeded => InstanceState::Succeeded,
             JobOutcome::Failed => InstanceState::Failed,
             JobOutcome::Cancelled => InstanceState::Cancelled,
         };
-        instance.outputs = outputs;
+        run.set_state(index, state);
         self.advance(workflow, now_ms)
     }
 
@@ -415,6 +463,7 @@ impl RunState {
                     _ => {}
                 }
             }
+            run.recount();
         }
         effects.push(self.finish(outcome, now_ms));
         effects
@@ -498,9 +547,11 @@ impl RunState {
             run.placeholder = false;
             run.fanned = false;
             run.instances.clear();
+            run.recount();
         }
         for &t in &partial {
-            for inst in &mut self.tasks[t].instances {
+            let run = &mut self.tasks[t];
+            for inst in &mut run.instances {
                 if inst.state.is_bad() || inst.interrupted {
                     inst.state = InstanceState::Waiting;
                     inst.generation += 1;
@@ -509,6 +560,7 @@ impl RunState {
                     inst.interrupted = false;
                 }
             }
+            run.recount();
         }
         self.status = RunStatus::Running;
         self.started = true;

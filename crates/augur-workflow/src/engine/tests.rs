@@ -596,3 +596,25 @@ proptest! {
         prop_assert_eq!(last_end, expected);
     }
 }
+
+#[test]
+fn a_fan_out_of_almost_ten_thousand_runs_to_the_end() {
+    // 1 + 9,998 + 1 = 10,000 instances, the most a run may have.
+    let mut run = Run::start(FAN.replace("max_parallel: 4", "max_parallel: 500").as_str());
+    let items: Vec<String> = (0..9_998).map(|i| i.to_string()).collect();
+    let started = std::time::Instant::now();
+    run.finish_with("extract", None, S, lines(&items));
+    for k in 0..9_998 {
+        let out = BTreeMap::from([("n".to_string(), OutputValue::Text(k.to_string()))]);
+        run.finish_with("transform", Some(k), S, out);
+    }
+    run.finish("load", None, S);
+    eprintln!("9,998-wide fan-out driven in {:?}", started.elapsed());
+    assert_eq!(run.created().len(), 10_000);
+    assert_eq!(run.outcome(), Some(RunOutcome::Succeeded));
+    // Two more items would take the run over the limit (1 + 10,000 + 1).
+    let mut run = Run::start(FAN);
+    let items: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    run.finish_with("extract", None, S, lines(&items));
+    assert_eq!(run.state_of("transform"), InstanceState::Failed);
+}
