@@ -19,6 +19,7 @@ mod security;
 mod serve;
 mod token;
 mod urls;
+mod workflow;
 
 use std::process::ExitCode;
 
@@ -99,6 +100,9 @@ enum Command {
     /// API tokens: create, list, revoke (admin role).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Workflows (DAGs of jobs): `workflow validate FILE` checks a file.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
 }
 
 /// Lets a client command end quietly when its reader goes away (`augur list |
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
             Command::Tune(args) => placement::tune_runs(&cli.endpoint, cli.output, args).await,
             Command::Model(args) => placement::model(&cli.endpoint, cli.output, args).await,
             Command::Token(command) => token::run(&cli.endpoint, cli.output, command).await,
+            Command::Workflow(command) => workflow::run(command),
             Command::Placement(command) => {
                 placement::placement(&cli.endpoint, cli.output, command).await
             }
