@@ -218,7 +218,7 @@ async fn accept_loop<S, U, F>(
             Err(error) => {
                 metrics.refuse("accept_error");
                 warn!(%error, "accepting a connection failed");
-                if !is_per_connection_error(&error) {
+                if !augur_tls::is_per_connection_error(&error) {
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
                 continue;
@@ -265,17 +265,6 @@ async fn accept_loop<S, U, F>(
             }
         });
     }
-}
-
-/// Errors that concern only the connection being accepted.
-fn is_per_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-    )
 }
 
 #[cfg(test)]

@@ -144,8 +144,10 @@ async fn handshake(
     warn!(%peer, %reason, "tls handshake failed");
 }
 
-/// Errors that concern only the connection being accepted; the listener itself is fine.
-fn is_per_connection_error(error: &io::Error) -> bool {
+/// Errors that concern only the connection being accepted; the listener itself
+/// is fine (any accept loop should go on at once after these, and pause after
+/// others such as EMFILE).
+pub fn is_per_connection_error(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionAborted

@@ -72,6 +72,6 @@ mod server;
 
 pub use client::{certificate_name, client_tls_config, peer_name, ClientTlsFiles};
 pub use error::TlsError;
-pub use incoming::DEFAULT_HANDSHAKE_TIMEOUT;
+pub use incoming::{is_per_connection_error, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use pki::{generate_client_cert, generate_dev_pki, CertKeyFiles, DevPki};
 pub use server::{ReloadingServerTls, ServerTlsFiles, RELOAD_POLL_INTERVAL};
