@@ -120,22 +120,20 @@ pub fn cap_tail(bytes: &[u8], max: usize) -> String {
     text.trim_start_matches('\u{FFFD}').to_string()
 }
 
-/// Most outputs, and largest output, a result may carry (as the worker
-/// enforces; a result over them is unreadable).
-const MAX_OUTPUTS: usize = 16;
-const MAX_OUTPUT_BYTES: usize = 4 * 1024;
-
+/// Outputs beyond [`augur_core::job::MAX_OUTPUTS`] or
+/// [`augur_core::job::MAX_OUTPUT_BYTES`] (which the worker enforces) make a
+/// result unreadable.
 /// A result's outputs, checked: UTF-8, bounded. `None`: the result is refused.
 fn outputs_from_pb(
     outputs: &std::collections::HashMap<String, Vec<u8>>,
 ) -> Option<std::collections::BTreeMap<String, String>> {
-    if outputs.len() > MAX_OUTPUTS {
+    if outputs.len() > augur_core::job::MAX_OUTPUTS {
         return None;
     }
     outputs
         .iter()
         .map(|(k, v)| {
-            let ok = k.len() <= 64 && v.len() <= MAX_OUTPUT_BYTES;
+            let ok = k.len() <= 64 && v.len() <= augur_core::job::MAX_OUTPUT_BYTES;
             ok.then(|| String::from_utf8(v.clone()).ok().map(|v| (k.clone(), v)))
                 .flatten()
         })

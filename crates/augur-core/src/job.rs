@@ -100,6 +100,12 @@ pub struct Usage {
 }
 
 /// Everything Augur knows about one job.
+/// Most files an attempt may leave in `$AUGUR_OUTPUTS` (its outputs), and
+/// the largest one: what the worker collects, the leader accepts and
+/// workflows read.
+pub const MAX_OUTPUTS: usize = 16;
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     /// Schema version.

@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Largest output file.
-pub const MAX_OUTPUT_BYTES: usize = 4 * 1024;
-/// Most output keys of one task instance.
-pub const MAX_OUTPUT_KEYS: usize = 16;
+/// The bounds the worker collects outputs under (largest file, most files).
+pub use augur_core::job::{MAX_OUTPUTS as MAX_OUTPUT_KEYS, MAX_OUTPUT_BYTES};
 
 /// One output value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,10 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Most output files an attempt may leave.
-pub const MAX_FILES: usize = 16;
+pub use augur_core::job::MAX_OUTPUTS as MAX_FILES;
 /// Largest output file.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024;
+pub const MAX_FILE_BYTES: u64 = augur_core::job::MAX_OUTPUT_BYTES as u64;
 
 /// The outputs in `dir`, or why they are refused. A missing directory is no
 /// outputs.
