@@ -27,6 +27,7 @@ use super::LeaderInput;
 /// A lease nobody asked to renew for this many TTLs has expired; its task ends.
 const IDLE_TTLS: u32 = 2;
 
+#[derive(Clone)]
 struct Keeper {
     renew: Arc<Notify>,
     /// Until when it is held without heartbeats (takeover); cleared by the
@@ -139,43 +140,29 @@ impl WorkerLeases {
         self.keepers.remove(&lease);
     }
 
-    fn keeper(&mut self, lease: i64, hold: Option<Instant>, term: &mut Term) -> KeeperRef {
+    /// The keeper of `lease`, started (held until `hold`) if it has none.
+    fn keeper(&mut self, lease: i64, hold: Option<Instant>, term: &mut Term) -> Keeper {
         if let Some(keeper) = self.keepers.get(&lease) {
-            return KeeperRef {
-                renew: keeper.renew.clone(),
-                hold: keeper.hold.clone(),
-            };
+            return keeper.clone();
         }
-        let renew = Arc::new(Notify::new());
-        let hold = Arc::new(Mutex::new(hold));
-        let stop = term.cancel_token().child_token();
+        let keeper = Keeper {
+            renew: Arc::new(Notify::new()),
+            hold: Arc::new(Mutex::new(hold)),
+            stop: term.cancel_token().child_token(),
+        };
         term.spawn(
             "worker_lease",
             keep(
                 self.registry.clone(),
                 lease,
                 self.ttl,
-                hold.clone(),
-                renew.clone(),
-                stop.clone(),
+                keeper.clone(),
                 self.tx.clone(),
             ),
         );
-        self.keepers.insert(
-            lease,
-            Keeper {
-                renew: renew.clone(),
-                hold: hold.clone(),
-                stop,
-            },
-        );
-        KeeperRef { renew, hold }
+        self.keepers.insert(lease, keeper.clone());
+        keeper
     }
-}
-
-struct KeeperRef {
-    renew: Arc<Notify>,
-    hold: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Renews `lease` each time `renew` is notified (and every TTL/3 until
@@ -184,11 +171,10 @@ async fn keep(
     registry: WorkerRegistry,
     lease: i64,
     ttl: Duration,
-    hold: Arc<Mutex<Option<Instant>>>,
-    renew: Arc<Notify>,
-    stop: CancellationToken,
+    keeper: Keeper,
     tx: mpsc::UnboundedSender<LeaderInput>,
 ) {
+    let Keeper { renew, hold, stop } = keeper;
     let mut renewer = None;
     loop {
         let holding = hold
