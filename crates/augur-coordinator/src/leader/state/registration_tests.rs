@@ -4,12 +4,23 @@
 //! draining when the worker says so, and released at its goodbye.
 
 use super::sim::{worker_id, World};
-use super::{FromWorker, Input, Timing, ToWorker};
-use augur_core::JobState;
+use super::{ConnId, FromWorker, Input, Timing, ToWorker};
+use augur_core::{JobId, JobState, WorkerId};
 
 /// One 2-slot worker, registered under lease 100 but not attached.
 fn one_worker() -> World {
     World::new(&[2], Vec::new(), Timing::default())
+}
+
+/// That worker attached (on the returned connection) and running one job.
+fn one_job_placed() -> (World, WorkerId, JobId, ConnId) {
+    let mut world = one_worker();
+    let w = worker_id(0);
+    let conn = world.attach(&w);
+    let id = world.submit(1, 1);
+    world.advance(1);
+    world.commit();
+    (world, w, id, conn)
 }
 
 #[test]
@@ -73,12 +84,7 @@ fn a_reattaching_worker_keeps_its_registration_and_heartbeats_renew_it() {
 
 #[test]
 fn a_lease_lost_while_the_stream_is_up_is_registered_again_and_keeps_the_work() {
-    let mut world = one_worker();
-    let w = worker_id(0);
-    let conn = world.attach(&w);
-    let id = world.submit(1, 1);
-    world.advance(1);
-    world.commit();
+    let (mut world, w, id, conn) = one_job_placed();
     // etcd lost the lease (an outage), not the worker.
     world.input(Input::WorkerDeregistered(w.clone()));
     assert_eq!(world.registering.len(), 1);
@@ -98,12 +104,7 @@ fn a_lease_lost_while_the_stream_is_up_is_registered_again_and_keeps_the_work() 
 
 #[test]
 fn a_failed_registration_is_retried_and_the_worker_given_up_after_the_grace() {
-    let mut world = one_worker();
-    let w = worker_id(0);
-    world.attach(&w);
-    let id = world.submit(1, 1);
-    world.advance(1);
-    world.commit();
+    let (mut world, w, id, _) = one_job_placed();
     world.input(Input::WorkerDeregistered(w.clone()));
     world.fail_registration(&w);
     assert!(world.registering.is_empty());
@@ -125,12 +126,7 @@ fn a_failed_registration_is_retried_and_the_worker_given_up_after_the_grace() {
 
 #[test]
 fn a_draining_worker_is_marked_and_its_goodbye_requeues_what_it_held_at_once() {
-    let mut world = one_worker();
-    let w = worker_id(0);
-    world.attach(&w);
-    let id = world.submit(1, 1);
-    world.advance(1);
-    world.commit();
+    let (mut world, w, id, _) = one_job_placed();
     world.send_from(&w, FromWorker::Draining);
     world.commit();
     let draining = world.core.workers[&w].info.as_ref().map(|i| i.draining);
