@@ -74,9 +74,7 @@ fn chaos_partitioned_worker_is_fenced_out_and_its_jobs_finish_elsewhere() {
 
     let stopped_at = unix_now();
     cluster.stop_node("w1");
-    let mut requeued = Figure::new(&format!(
-        "worker SIGSTOP to its jobs requeued (lease TTL {LEASE_TTL})"
-    ));
+    let mut requeued = Figure::new("worker SIGSTOP to its jobs requeued (worker lease TTL 3s)");
     for id in &victims {
         cluster.wait_job(id, DEADLINE, "requeued", |job| {
             job["state"] == "pending" || json_u64(job, "attempts") >= 2
