@@ -145,7 +145,26 @@ pub struct CoordinatorMetrics {
     pub model_version: Gauge,
     /// The API port's connections (`connections.rs`).
     pub connections: crate::connections::ConnectionMetrics,
+    /// Workflow runs that ended, by outcome.
+    pub workflow_runs: Family<OutcomeLabel, Counter>,
+    /// Submission to end of finished workflow runs.
+    pub workflow_run_duration: Histogram,
+    /// Task instances that reached a terminal state, by state.
+    pub workflow_tasks: Family<StateLabel, Counter>,
+    /// Workflow runs the leader drives (leader only).
+    pub workflow_runs_active: Gauge,
 }
+
+/// Outcomes of workflow runs (series created at zero).
+pub const WORKFLOW_RUN_OUTCOMES: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+/// Terminal states of workflow task instances (series created at zero).
+pub const WORKFLOW_TASK_STATES: [&str; 5] = [
+    "succeeded",
+    "failed",
+    "skipped",
+    "upstream_failed",
+    "cancelled",
+];
 
 /// Metrics of a worker.
 pub struct WorkerMetrics {
@@ -256,7 +275,46 @@ fn register_coordinator(r: &mut Registry) -> CoordinatorMetrics {
         api_refusals: Family::default(),
         model_version: Gauge::default(),
         connections: crate::connections::ConnectionMetrics::register(r),
+        workflow_runs: Family::default(),
+        workflow_run_duration: Histogram::new(runtime_buckets()),
+        workflow_tasks: Family::default(),
+        workflow_runs_active: Gauge::default(),
     };
+    for outcome in WORKFLOW_RUN_OUTCOMES {
+        m.workflow_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc_by(0);
+    }
+    for state in WORKFLOW_TASK_STATES {
+        m.workflow_tasks
+            .get_or_create(&StateLabel {
+                state: state.to_string(),
+            })
+            .inc_by(0);
+    }
+    r.register(
+        "augur_workflow_runs",
+        "Workflow runs that ended, by outcome",
+        m.workflow_runs.clone(),
+    );
+    r.register_with_unit(
+        "augur_workflow_run_duration",
+        "Time from a workflow run's submission to its end",
+        Unit::Seconds,
+        m.workflow_run_duration.clone(),
+    );
+    r.register(
+        "augur_workflow_tasks",
+        "Workflow task instances that reached a terminal state, by state",
+        m.workflow_tasks.clone(),
+    );
+    r.register(
+        "augur_workflow_runs_active",
+        "Workflow runs not yet ended, driven by this leader (leader only)",
+        m.workflow_runs_active.clone(),
+    );
     r.register(
         "augur_jobs_submitted",
         "Jobs accepted (durable in etcd)",
@@ -518,6 +576,7 @@ impl CoordinatorMetrics {
         self.leader_epoch.set(0);
         self.jobs_running.set(0);
         self.jobs_unschedulable.set(0);
+        self.workflow_runs_active.set(0);
         for class in [
             PriorityClass::High,
             PriorityClass::Normal,

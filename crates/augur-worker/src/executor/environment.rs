@@ -108,6 +108,10 @@ pub fn worker_variables(
     for (label, var) in [
         ("augur.schedule", "AUGUR_SCHEDULE"),
         ("augur.schedule_tick_ms", "AUGUR_SCHEDULED_AT_MS"),
+        ("augur.workflow", "AUGUR_WORKFLOW_ID"),
+        ("augur.workflow_task", "AUGUR_TASK"),
+        ("augur.workflow_item", "AUGUR_TASK_ITEM"),
+        ("augur.workflow_item_index", "AUGUR_TASK_ITEM_INDEX"),
     ] {
         if let Some(value) = spec.labels.get(label) {
             vars.push((var.to_string(), value.clone()));
@@ -241,6 +245,25 @@ mod tests {
             Some("1700000000000")
         );
         assert!(!vars.contains_key("TRACESTATE"));
+        // A workflow task's job carries its run, task and item.
+        spec.labels.insert("augur.workflow".into(), "wf-1".into());
+        spec.labels
+            .insert("augur.workflow_task".into(), "transform".into());
+        spec.labels
+            .insert("augur.workflow_item".into(), "a.csv".into());
+        spec.labels
+            .insert("augur.workflow_item_index".into(), "3".into());
+        let vars: BTreeMap<String, String> = worker_variables(&carrier, &labels, &spec)
+            .into_iter()
+            .collect();
+        for (var, value) in [
+            ("AUGUR_WORKFLOW_ID", "wf-1"),
+            ("AUGUR_TASK", "transform"),
+            ("AUGUR_TASK_ITEM", "a.csv"),
+            ("AUGUR_TASK_ITEM_INDEX", "3"),
+        ] {
+            assert_eq!(vars.get(var).map(String::as_str), Some(value), "{var}");
+        }
         let plain = JobSpecInput {
             command: "true".into(),
             ..Default::default()
