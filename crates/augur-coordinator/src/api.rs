@@ -20,6 +20,7 @@ use tracing::info;
 use crate::convert::{job_to_pb, spec_input, state_from_pb, store_status, worker_to_pb};
 
 mod follower;
+pub(crate) mod workflows;
 use crate::leader::{LeaderInput, StatusSnapshot};
 use crate::Shared;
 
@@ -459,5 +460,40 @@ impl JobService for Api {
             return self.follower_cluster_status(request, leader).await;
         };
         Ok(self.status_response(leader, snapshot.workers, snapshot.pending, snapshot.running))
+    }
+
+    async fn submit_workflow(
+        &self,
+        request: Request<pb::SubmitWorkflowRequest>,
+    ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
+        self.submit_workflow_call(request).await
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        self.get_workflow_call(request).await
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        self.list_workflows_call(request).await
+    }
+
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        self.cancel_workflow_call(request).await
+    }
+
+    async fn retry_workflow(
+        &self,
+        request: Request<pb::RetryWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        self.retry_workflow_call(request).await
     }
 }

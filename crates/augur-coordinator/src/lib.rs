@@ -211,6 +211,11 @@ pub async fn run_on(
             runs: augur_store::RunHistory::new(client.clone(), keys.clone(), limits.clone()),
             models: augur_store::ModelStore::new(client.clone(), keys.clone()),
             placement: augur_store::PlacementConfigStore::new(client.clone(), keys.clone()),
+            workflows: augur_store::WorkflowStore::new(
+                client.clone(),
+                keys.clone(),
+                limits.clone(),
+            ),
         },
         leader: watch::channel(None).0,
         next_conn: AtomicU64::new(1),

@@ -46,6 +46,7 @@ pub fn schedule_to_pb(s: &StoredSchedule) -> pb::Schedule {
         last_tick_ms: r.last_tick_ms.unwrap_or(0),
         next_tick_ms: next,
         owner: r.owner.clone().unwrap_or_default(),
+        workflow: String::new(),
     }
 }
 

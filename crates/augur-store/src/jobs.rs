@@ -418,7 +418,7 @@ impl JobStore {
     }
 }
 
-fn pending_entry(job: &JobRecord) -> PendingEntry {
+pub(crate) fn pending_entry(job: &JobRecord) -> PendingEntry {
     PendingEntry {
         v: 1,
         priority: job.spec.priority,

@@ -12,6 +12,12 @@
 //! {prefix}/model/current                    StoredModel: the current runtime model
 //! {prefix}/config/placement                 placement configuration (JSON)
 //! {prefix}/auth/tokens/{name}                TokenRecord: an API token's hash and role
+//! {prefix}/workflows/runs/{run}              RunHeader: a workflow run's state and params
+//! {prefix}/workflows/specs/{run}             SpecRecord: its workflow file, stored once
+//! {prefix}/workflows/tasks/{run}/{t:04}      TaskRecord: one task's decision and items
+//! {prefix}/workflows/instances/{run}/{t:04}/{k:05}  InstanceRecord: one task instance
+//! {prefix}/workflows/active/{run}            "": runs not yet ended (the leader loads them)
+//! {prefix}/workflows/idempotency/{key}       run id
 //! ```
 
 use augur_core::{JobId, WorkerId};
@@ -124,6 +130,58 @@ impl Keys {
     /// A token's key; names are validated to `[A-Za-z0-9._-]`.
     pub fn token(&self, name: &str) -> String {
         format!("{}{name}", self.tokens_prefix())
+    }
+
+    /// Headers of workflow runs (ids sort by submission time).
+    pub fn workflow_runs_prefix(&self) -> String {
+        format!("{}/workflows/runs/", self.prefix)
+    }
+
+    /// A run's header; run ids are checked (`wf-` and a job-id-like ULID).
+    pub fn workflow_run(&self, run: &str) -> String {
+        format!("{}{run}", self.workflow_runs_prefix())
+    }
+
+    pub fn workflow_spec(&self, run: &str) -> String {
+        format!("{}/workflows/specs/{run}", self.prefix)
+    }
+
+    /// Every task record of a run.
+    pub fn workflow_tasks_prefix(&self, run: &str) -> String {
+        format!("{}/workflows/tasks/{run}/", self.prefix)
+    }
+
+    pub fn workflow_task(&self, run: &str, task: usize) -> String {
+        format!("{}{task:04}", self.workflow_tasks_prefix(run))
+    }
+
+    /// Every instance record of a run.
+    pub fn workflow_instances_prefix(&self, run: &str) -> String {
+        format!("{}/workflows/instances/{run}/", self.prefix)
+    }
+
+    /// Every instance record of one task of a run.
+    pub fn workflow_task_instances_prefix(&self, run: &str, task: usize) -> String {
+        format!("{}{task:04}/", self.workflow_instances_prefix(run))
+    }
+
+    pub fn workflow_instance(&self, run: &str, task: usize, index: usize) -> String {
+        format!(
+            "{}{index:05}",
+            self.workflow_task_instances_prefix(run, task)
+        )
+    }
+
+    pub fn workflow_active_prefix(&self) -> String {
+        format!("{}/workflows/active/", self.prefix)
+    }
+
+    pub fn workflow_active(&self, run: &str) -> String {
+        format!("{}{run}", self.workflow_active_prefix())
+    }
+
+    pub fn workflow_idempotency(&self, key: &str) -> String {
+        format!("{}/workflows/idempotency/{key}", self.prefix)
     }
 
     /// The job id at the end of a `jobs/` or `index/*/` key.

@@ -19,6 +19,7 @@ pub mod runs;
 pub mod schedules;
 pub mod tokens;
 pub mod workers;
+pub mod workflows;
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub use runs::RunHistory;
 pub use schedules::{ScheduleStore, StoredSchedule, Written};
 pub use tokens::{TokenChange, TokenStore, TokenWatch};
 pub use workers::{WorkerEvent, WorkerRegistry};
+pub use workflows::{
+    RunCreated, RunHeader, StoredRun, WorkflowStore, WorkflowWrite,
+};
 
 /// Errors of the store. `is_retryable` tells callers whether trying again may help.
 #[derive(Debug, thiserror::Error)]

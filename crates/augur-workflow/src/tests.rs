@@ -249,7 +249,7 @@ fn more_than_ten_thousand_static_instances_are_refused() {
     assert!(e.reason.contains("10000"), "{e}");
     let yaml = format!(
         "name: t\ntasks:\n- {{name: a, command: [x], for_each: [{}]}}\n",
-        items[..9_999].join(",")
+        items[..10_000].join(",")
     );
     assert!(check(&yaml).is_ok());
 }

@@ -11,8 +11,13 @@ use crate::file::{ForEachFile, TaskFile, Trigger, WorkflowFile};
 use crate::outputs::json_item;
 use crate::template::{self, Condition, Reference};
 
-/// Most task instances one run may have.
+/// Most instances of fanned-out tasks one run may have (a task that is not
+/// fanned out is one instance and does not count), so a 1 → 10,000 → 1 run
+/// fits.
 pub const MAX_INSTANCES: usize = 10_000;
+/// Largest total size of one task's `for_each` items (they are stored with
+/// the task's record).
+pub const MAX_ITEMS_BYTES: usize = 512 * 1024;
 /// Longest task name.
 pub const MAX_TASK_NAME: usize = 63;
 
@@ -103,7 +108,8 @@ impl Workflow {
         set
     }
 
-    /// Instances knowable statically (literal lists; others count 1).
+    /// Fanned-out instances knowable statically (literal lists and list
+    /// parameters' defaults; tasks not fanned out do not count).
     pub fn static_instances(&self) -> usize {
         self.tasks
             .iter()
@@ -113,8 +119,8 @@ impl Workflow {
                     .params
                     .get(p)
                     .and_then(|v| param_list(v))
-                    .map_or(1, |l| l.len()),
-                _ => 1,
+                    .map_or(0, |l| l.len()),
+                _ => 0,
             })
             .sum()
     }
@@ -278,7 +284,7 @@ pub fn validate(file: WorkflowFile) -> Result<Workflow, ValidationError> {
         return Err(err(
             None,
             "tasks",
-            format!("make {n} task instances, the limit is {MAX_INSTANCES}"),
+            format!("make {n} fanned-out task instances, the limit is {MAX_INSTANCES}"),
         ));
     }
     Ok(workflow)

@@ -17,6 +17,7 @@ mod schedules;
 mod shell;
 mod state;
 pub(crate) mod term;
+pub(crate) mod workflows;
 pub(crate) mod writer;
 
 pub(crate) use edge::announced;
@@ -132,12 +133,20 @@ pub struct LeaderSettings {
 #[derive(Clone)]
 pub struct LeaderHandle {
     pub(crate) tx: mpsc::UnboundedSender<LeaderInput>,
+    /// The task driving workflow runs.
+    pub(crate) workflows: mpsc::UnboundedSender<workflows::WorkflowInput>,
     pub epoch: i64,
 }
 
 impl LeaderHandle {
     pub(crate) fn send(&self, input: LeaderInput) -> Result<(), Status> {
         self.tx
+            .send(input)
+            .map_err(|_| Status::unavailable("leadership is ending; retry"))
+    }
+
+    pub(crate) fn send_workflow(&self, input: workflows::WorkflowInput) -> Result<(), Status> {
+        self.workflows
             .send(input)
             .map_err(|_| Status::unavailable("leadership is ending; retry"))
     }
@@ -152,6 +161,7 @@ pub(crate) struct Stores {
     pub runs: augur_store::RunHistory,
     pub models: augur_store::ModelStore,
     pub placement: augur_store::PlacementConfigStore,
+    pub workflows: augur_store::WorkflowStore,
 }
 
 /// Runs the leader until `demote` fires. Calls `on_ready` with the handle once
@@ -171,6 +181,7 @@ pub(crate) async fn run(
         runs,
         models,
         placement,
+        workflows: workflow_store,
     } = stores;
     let loading = std::time::Instant::now();
     let (active, jobs_rev) = jobs.load_active().await?;
@@ -191,7 +202,28 @@ pub(crate) async fn run(
 
     let mut term = term::Term::new(fence.clone(), demote.clone());
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = writer::spawn(&mut term, jobs.clone(), tx.clone(), metrics.clone());
+    let (workflow_tx, workflow_rx) = mpsc::unbounded_channel();
+    let writer = writer::spawn(
+        &mut term,
+        jobs.clone(),
+        tx.clone(),
+        metrics.clone(),
+        Some(workflow_tx.clone()),
+    );
+    term.spawn(
+        "workflows",
+        workflows::run(
+            workflows::Driver::new(
+                workflow_store.clone(),
+                jobs.clone(),
+                fence.clone(),
+                tx.clone(),
+                metrics.clone(),
+            ),
+            workflow_rx,
+            demote.clone(),
+        ),
+    );
 
     let watch_tx = tx.clone();
     let watch_demote = demote.clone();
@@ -222,7 +254,7 @@ pub(crate) async fn run(
     term.spawn(
         "retention",
         janitor(
-            (jobs.clone(), runs.clone()),
+            (jobs.clone(), runs.clone(), workflow_store),
             fence.clone(),
             settings.clone(),
             demote.clone(),
@@ -258,6 +290,7 @@ pub(crate) async fn run(
 
     on_ready(LeaderHandle {
         tx: tx.clone(),
+        workflows: workflow_tx,
         epoch: fence.epoch(),
     });
     let origin = std::time::Instant::now();
@@ -305,7 +338,11 @@ const COMPACTION_KEEP_REVISIONS: i64 = 200_000;
 
 /// Removes finished jobs past their retention, periodically.
 async fn janitor(
-    (jobs, runs): (JobStore, augur_store::RunHistory),
+    (jobs, runs, workflows): (
+        JobStore,
+        augur_store::RunHistory,
+        augur_store::WorkflowStore,
+    ),
     fence: Fence,
     settings: Arc<LeaderSettings>,
     demote: CancellationToken,
@@ -327,6 +364,19 @@ async fn janitor(
                 return;
             }
             Err(e) => warn!(error = %e, "retention pass failed"),
+        }
+        // Ended workflow runs follow the jobs' retention rules.
+        match workflows
+            .purge_finished(&fence, cutoff, settings.retention_count)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "ended workflow runs past retention removed"),
+            Err(augur_store::StoreError::Fenced { .. }) => {
+                demote.cancel();
+                return;
+            }
+            Err(e) => warn!(error = %e, "workflow retention pass failed"),
         }
         // etcd keeps every revision until compacted; keep a generous window
         // (watches further behind than this would have to reload).

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{error, warn};
 
+use super::workflows::{WorkflowInput, LABEL_RUN};
 use super::{LeaderInput, WorkerTx};
 use crate::convert::job_to_pb;
 
@@ -71,6 +72,7 @@ pub(crate) fn spawn<S: LeaderStore>(
     store: S,
     brain: mpsc::UnboundedSender<LeaderInput>,
     metrics: Arc<CoordinatorMetrics>,
+    workflows: Option<mpsc::UnboundedSender<WorkflowInput>>,
 ) -> Writer {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = run(
@@ -78,7 +80,7 @@ pub(crate) fn spawn<S: LeaderStore>(
         term.fence().clone(),
         term.cancel_token(),
         rx,
-        brain,
+        (brain, workflows),
         metrics,
     );
     term.spawn("writer", task);
@@ -90,7 +92,10 @@ async fn run<S: LeaderStore>(
     fence: Fence,
     demote: CancellationToken,
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
-    brain: mpsc::UnboundedSender<LeaderInput>,
+    (brain, workflows): (
+        mpsc::UnboundedSender<LeaderInput>,
+        Option<mpsc::UnboundedSender<WorkflowInput>>,
+    ),
     metrics: Arc<CoordinatorMetrics>,
 ) {
     let mut records: Vec<RecordWrite> = Vec::new();
@@ -148,6 +153,15 @@ async fn run<S: LeaderStore>(
         match result {
             Ok(()) => {
                 backoff = Duration::from_millis(50);
+                // A task job's end is durable: its run may go on.
+                if let Some(workflows) = &workflows {
+                    for r in &records {
+                        if r.job.state.is_terminal() && r.job.spec.labels.contains_key(LABEL_RUN)
+                        {
+                            let _ = workflows.send(WorkflowInput::JobDone(Box::new(r.job.clone())));
+                        }
+                    }
+                }
                 records.clear();
                 index.clear();
                 for action in actions.drain(..) {

@@ -132,8 +132,13 @@ impl RunState {
         }
     }
 
+    /// Instances of fanned-out tasks (what [`MAX_INSTANCES`] bounds).
     fn instance_count(&self) -> usize {
-        self.tasks.iter().map(|t| t.instances.len()).sum()
+        self.tasks
+            .iter()
+            .filter(|t| t.fanned)
+            .map(|t| t.instances.len())
+            .sum()
     }
 
     /// Evaluates a task's trigger, `when` and `for_each`.
@@ -215,10 +220,19 @@ impl RunState {
             Some(Ok(items)) if items.len() > room => run.settle(
                 InstanceState::Failed,
                 Some(format!(
-                    "for_each: {} items would take the run over {MAX_INSTANCES} task instances",
+                    "for_each: {} items would take the run over {MAX_INSTANCES} fanned-out task instances",
                     items.len()
                 )),
             ),
+            Some(Ok(items)) if items.iter().map(String::len).sum::<usize>() > MAX_ITEMS_BYTES => run
+                .settle(
+                    InstanceState::Failed,
+                    Some(format!(
+                        "for_each: the {} items are {} bytes in all, the limit is {MAX_ITEMS_BYTES}",
+                        items.len(),
+                        items.iter().map(String::len).sum::<usize>()
+                    )),
+                ),
             Some(Ok(items)) => {
                 run.decided = true;
                 run.placeholder = false;
@@ -293,5 +307,7 @@ fn new_instance(item: Option<String>, generation: u32) -> Instance {
         outputs: Outputs::new(),
         message: None,
         interrupted: false,
+        job_id: None,
+        attempts: 0,
     }
 }

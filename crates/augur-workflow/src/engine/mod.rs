@@ -9,7 +9,8 @@
 //!   `upstream_failed` (a `cancelled` upstream counts as failed). If it runs,
 //!   `when` is evaluated (false: `skipped`), then `for_each` is expanded (a
 //!   value that is not a list fails the task; an empty list skips it; more
-//!   than [`MAX_INSTANCES`] instances in the run fail it). Instances wait
+//!   than [`MAX_INSTANCES`] fanned-out instances in the run, or items over
+//!   [`MAX_ITEMS_BYTES`] in all, fail it). Instances wait
 //!   (`waiting`) until fewer than `max_parallel` of the task run, then become
 //!   jobs (`running`). A `when` or template that cannot be rendered fails the
 //!   task (or instance) with the reason in its `message`.
@@ -40,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use crate::file::Trigger;
 use crate::outputs::{OutputValue, Outputs};
 use crate::template::Context;
-use crate::validate::{param_list, render_spec, ForEach, Workflow, MAX_INSTANCES};
+use crate::validate::{
+    param_list, render_spec, ForEach, Workflow, MAX_INSTANCES, MAX_ITEMS_BYTES,
+};
 use crate::ValidationError;
 
 /// A task instance's state.
@@ -113,7 +116,13 @@ pub enum Input {
         item: Option<usize>,
         outcome: JobOutcome,
         outputs: Outputs,
+        /// Attempts the job made.
+        attempts: u32,
+        /// Why it ended as it did (kept on the instance), if anything to say.
+        message: Option<String>,
     },
+    /// The run was loaded from storage: decide and start whatever can be.
+    Resume,
     Cancel,
     Retry {
         from: Option<String>,
@@ -140,6 +149,14 @@ pub enum Effect {
     Rejected(String),
 }
 
+/// What a finished job says, for [`Input::JobFinished`].
+struct JobResult {
+    outcome: JobOutcome,
+    outputs: Outputs,
+    attempts: u32,
+    message: Option<String>,
+}
+
 /// One task instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
@@ -155,6 +172,12 @@ pub struct Instance {
     /// Skipped because the run was cancelled or timed out.
     #[serde(default)]
     pub interrupted: bool,
+    /// The job running this instance (set by the caller when it creates it).
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Attempts its job made (known once it finished).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// One task of the run.
@@ -185,8 +208,9 @@ impl TaskRun {
         self.decided && self.open == 0
     }
 
-    /// Recomputes the counters after instances were changed wholesale.
-    fn recount(&mut self) {
+    /// Recomputes the counters after instances were changed wholesale (or
+    /// after the task was loaded from storage).
+    pub fn recount(&mut self) {
         self.open = self
             .instances
             .iter()
@@ -232,6 +256,8 @@ impl TaskRun {
             outputs: Outputs::new(),
             message,
             interrupted: false,
+            job_id: None,
+            attempts: 0,
         }];
         self.recount();
     }
@@ -380,7 +406,18 @@ impl RunState {
                 item,
                 outcome,
                 outputs,
-            } => self.job_finished(workflow, &task, item, outcome, outputs, now_ms),
+                attempts,
+                message,
+            } => {
+                let result = JobResult {
+                    outcome,
+                    outputs,
+                    attempts,
+                    message,
+                };
+                self.job_finished(workflow, &task, item, result, now_ms)
+            }
+            Input::Resume => self.advance(workflow, now_ms),
             Input::Cancel => self.interrupt(workflow, RunOutcome::Cancelled, now_ms),
             Input::Tick => match self.deadline_ms {
                 Some(d) if now_ms >= d && !self.is_finished() => {
@@ -392,15 +429,31 @@ impl RunState {
         }
     }
 
+    /// Records the job created for instance `index` of task `task`.
+    pub fn set_job(&mut self, task: usize, index: usize, job_id: String) {
+        if let Some(i) = self
+            .tasks
+            .get_mut(task)
+            .and_then(|t| t.instances.get_mut(index))
+        {
+            i.job_id = Some(job_id);
+        }
+    }
+
     fn job_finished(
         &mut self,
         workflow: &Workflow,
         task: &str,
         item: Option<usize>,
-        outcome: JobOutcome,
-        outputs: Outputs,
+        result: JobResult,
         now_ms: i64,
     ) -> Vec<Effect> {
+        let JobResult {
+            outcome,
+            outputs,
+            attempts,
+            message,
+        } = result;
         let Some(t) = workflow.index(task) else {
             return vec![Effect::Rejected(format!("no task {task:?}"))];
         };
@@ -418,6 +471,10 @@ impl RunState {
             return Vec::new();
         }
         instance.outputs = outputs;
+        instance.attempts = attempts;
+        if message.is_some() {
+            instance.message = message;
+        }
         let state = match outcome {
             JobOutcome::Succeeded => InstanceState::Succeeded,
             JobOutcome::Failed => InstanceState::Failed,
@@ -558,6 +615,8 @@ impl RunState {
                     inst.outputs.clear();
                     inst.message = None;
                     inst.interrupted = false;
+                    inst.job_id = None;
+                    inst.attempts = 0;
                 }
             }
             run.recount();

@@ -68,6 +68,8 @@ impl Run {
             item,
             outcome,
             outputs,
+            attempts: 1,
+            message: None,
         })
     }
 
@@ -598,23 +600,29 @@ proptest! {
 }
 
 #[test]
-fn a_fan_out_of_almost_ten_thousand_runs_to_the_end() {
-    // 1 + 9,998 + 1 = 10,000 instances, the most a run may have.
+fn a_fan_out_of_ten_thousand_runs_to_the_end() {
+    // 1 + 10,000 + 1 instances: the fan-out is at the limit, the two tasks
+    // that are not fanned out do not count.
     let mut run = Run::start(FAN.replace("max_parallel: 4", "max_parallel: 500").as_str());
-    let items: Vec<String> = (0..9_998).map(|i| i.to_string()).collect();
+    let items: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
     let started = std::time::Instant::now();
     run.finish_with("extract", None, S, lines(&items));
-    for k in 0..9_998 {
+    for k in 0..10_000 {
         let out = BTreeMap::from([("n".to_string(), OutputValue::Text(k.to_string()))]);
         run.finish_with("transform", Some(k), S, out);
     }
     run.finish("load", None, S);
-    eprintln!("9,998-wide fan-out driven in {:?}", started.elapsed());
-    assert_eq!(run.created().len(), 10_000);
+    eprintln!("10,000-wide fan-out driven in {:?}", started.elapsed());
+    assert_eq!(run.created().len(), 10_002);
     assert_eq!(run.outcome(), Some(RunOutcome::Succeeded));
-    // Two more items would take the run over the limit (1 + 10,000 + 1).
+    // One more item would take the run over the limit.
     let mut run = Run::start(FAN);
-    let items: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    let items: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
     run.finish_with("extract", None, S, lines(&items));
     assert_eq!(run.state_of("transform"), InstanceState::Failed);
+    assert!(run.task("transform").instances[0]
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("10000"));
 }

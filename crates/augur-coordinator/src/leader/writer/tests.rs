@@ -38,7 +38,7 @@ fn rig(store: MemoryJobStore, epoch: i64) -> Rig {
     let mut term = Term::new(fence, CancellationToken::new());
     let (brain_tx, brain) = mpsc::unbounded_channel();
     let metrics = Metrics::new(true, false).coordinator();
-    let writer = spawn(&mut term, store.clone(), brain_tx, metrics);
+    let writer = spawn(&mut term, store.clone(), brain_tx, metrics, None);
     Rig {
         term,
         writer,
