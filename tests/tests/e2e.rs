@@ -62,3 +62,5 @@ mod url_flags;
 mod worker_failure;
 #[path = "e2e/worker_isolation.rs"]
 mod worker_isolation;
+#[path = "e2e/workflows.rs"]
+mod workflows;

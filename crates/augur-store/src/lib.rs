@@ -37,9 +37,7 @@ pub use runs::RunHistory;
 pub use schedules::{ScheduleStore, StoredSchedule, Written};
 pub use tokens::{TokenChange, TokenStore, TokenWatch};
 pub use workers::{WorkerEvent, WorkerRegistry};
-pub use workflows::{
-    RunCreated, RunHeader, StoredRun, WorkflowStore, WorkflowWrite,
-};
+pub use workflows::{RunCreated, RunHeader, StoredRun, WorkflowStore, WorkflowWrite};
 
 /// Errors of the store. `is_retryable` tells callers whether trying again may help.
 #[derive(Debug, thiserror::Error)]

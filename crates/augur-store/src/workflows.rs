@@ -11,8 +11,8 @@ use augur_core::{JobId, JobRecord};
 use augur_workflow::engine::{Instance, TaskRun};
 use augur_workflow::{InstanceState, Outputs, RunState, RunStatus, WorkflowFile};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchStream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +88,9 @@ pub fn counts(state: &RunState) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
     for t in &state.tasks {
         if !t.decided {
-            *counts.entry(state_name(InstanceState::Pending)).or_insert(0) += 1;
+            *counts
+                .entry(state_name(InstanceState::Pending))
+                .or_insert(0) += 1;
             continue;
         }
         for i in &t.instances {
@@ -285,9 +287,13 @@ pub enum WorkflowWrite {
         job: Option<Box<JobRecord>>,
     },
     /// The run ended: it leaves the active index.
-    Ended { run: String },
+    Ended {
+        run: String,
+    },
     /// An ended run runs again (a retry): it is back in the active index.
-    Reopened { run: String },
+    Reopened {
+        run: String,
+    },
 }
 
 /// Result of a submission.
@@ -527,7 +533,11 @@ impl WorkflowStore {
             ),
             WorkflowWrite::Task { run, task, record } => (
                 Vec::new(),
-                vec![TxnOp::put(k.workflow_task(run, *task), encode(record), None)],
+                vec![TxnOp::put(
+                    k.workflow_task(run, *task),
+                    encode(record),
+                    None,
+                )],
             ),
             WorkflowWrite::Truncate { run, task, from } => {
                 let end = prefix_end(&k.workflow_task_instances_prefix(run, *task));
@@ -662,7 +672,10 @@ impl WorkflowStore {
             }
             let range = |prefix: String| {
                 let end = prefix_end(&prefix);
-                TxnOp::delete(prefix, Some(etcd_client::DeleteOptions::new().with_range(end)))
+                TxnOp::delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_range(end)),
+                )
             };
             let mut ops = vec![
                 TxnOp::delete(k.workflow_run(&h.id), None),

@@ -141,10 +141,15 @@ impl Api {
         );
         let result = self.submit_workflow(request, owner, &mut span).await;
         match &result {
-            Ok(r) => info!(audit = true, caller = %caller, action = "workflow_submit", run_id = %r.run_id,
-                           existing = r.existing, trace_id = %span.trace_id(), result = "ok", "api call"),
+            Ok(r) => {
+                info!(audit = true, caller = %caller, action = "workflow_submit", run_id = %r.run_id,
+                           existing = r.existing, trace_id = %span.trace_id(), result = "ok", "api call")
+            }
             Err(status) => {
-                span.fail(&format!("{:?}", status.code()), status.message().to_string());
+                span.fail(
+                    &format!("{:?}", status.code()),
+                    status.message().to_string(),
+                );
                 info!(audit = true, caller = %caller, action = "workflow_submit", result = ?status.code(),
                       reason = status.message(), "api call refused");
             }
@@ -164,7 +169,8 @@ impl Api {
         } else {
             request.file_name.as_str()
         };
-        let file = augur_workflow::file::parse_named(file_name, &request.source).map_err(invalid)?;
+        let file =
+            augur_workflow::file::parse_named(file_name, &request.source).map_err(invalid)?;
         let workflow = augur_workflow::validate(file.clone()).map_err(invalid)?;
         let params_bytes: usize = request.params.iter().map(|(k, v)| k.len() + v.len()).sum();
         if params_bytes > MAX_PARAMS_BYTES {

@@ -156,8 +156,7 @@ async fn run<S: LeaderStore>(
                 // A task job's end is durable: its run may go on.
                 if let Some(workflows) = &workflows {
                     for r in &records {
-                        if r.job.state.is_terminal() && r.job.spec.labels.contains_key(LABEL_RUN)
-                        {
+                        if r.job.state.is_terminal() && r.job.spec.labels.contains_key(LABEL_RUN) {
                             let _ = workflows.send(WorkflowInput::JobDone(Box::new(r.job.clone())));
                         }
                     }

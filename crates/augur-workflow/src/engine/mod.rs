@@ -41,9 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::file::Trigger;
 use crate::outputs::{OutputValue, Outputs};
 use crate::template::Context;
-use crate::validate::{
-    param_list, render_spec, ForEach, Workflow, MAX_INSTANCES, MAX_ITEMS_BYTES,
-};
+use crate::validate::{param_list, render_spec, ForEach, Workflow, MAX_INSTANCES, MAX_ITEMS_BYTES};
 use crate::ValidationError;
 
 /// A task instance's state.

@@ -298,10 +298,7 @@ impl Driver {
             return;
         };
         // A job of an instance a retry has reset since is not its result.
-        let current = run_task
-            .instances
-            .get(k)
-            .and_then(|i| i.job_id.as_deref())
+        let current = run_task.instances.get(k).and_then(|i| i.job_id.as_deref())
             == Some(job.id.to_string().as_str());
         if !current {
             return;
@@ -644,7 +641,8 @@ fn build_job(live: &Live, t: usize, k: usize, mut spec: JobSpec) -> JobRecord {
         spec.labels.insert(LABEL_ITEM_INDEX.into(), k.to_string());
         if let Some(item) = run_task.instances.get(k).and_then(|i| i.item.as_ref()) {
             // Longer items reach the job through `${{ item }}` only.
-            if item.len() <= augur_core::spec::MAX_LABEL_VALUE && !item.chars().any(char::is_control)
+            if item.len() <= augur_core::spec::MAX_LABEL_VALUE
+                && !item.chars().any(char::is_control)
             {
                 spec.labels.insert(LABEL_ITEM.into(), item.clone());
             }
