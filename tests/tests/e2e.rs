@@ -64,3 +64,5 @@ mod worker_failure;
 mod worker_isolation;
 #[path = "e2e/workflows.rs"]
 mod workflows;
+#[path = "e2e/workflows_chaos.rs"]
+mod workflows_chaos;
