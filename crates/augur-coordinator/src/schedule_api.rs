@@ -39,14 +39,19 @@ pub fn schedule_to_pb(s: &StoredSchedule) -> pb::Schedule {
     pb::Schedule {
         name: r.name.clone(),
         cron: r.cron.clone(),
-        spec: Some(spec_to_pb(&r.spec)),
+        // A workflow schedule's spec is an internal placeholder.
+        spec: r.workflow.is_none().then(|| spec_to_pb(&r.spec)),
         paused: r.paused,
         missed: missed_name(r.missed).to_string(),
         created_at_ms: r.created_at_ms,
         last_tick_ms: r.last_tick_ms.unwrap_or(0),
         next_tick_ms: next,
         owner: r.owner.clone().unwrap_or_default(),
-        workflow: String::new(),
+        workflow: r
+            .workflow
+            .as_ref()
+            .map(|w| w.name.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -66,15 +71,60 @@ pub async fn create(
     } else {
         request.missed.parse().map_err(invalid)?
     };
-    let spec = request
-        .spec
-        .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
-    let spec = spec_input(spec).validate().map_err(invalid)?;
-    if spec.idempotency_key.is_some() {
-        return Err(Status::invalid_argument(
-            "spec.idempotency_key: a schedule sets one per tick itself; leave it empty",
-        ));
-    }
+    let (spec, workflow) = if request.workflow_source.is_empty() {
+        if !request.workflow_params.is_empty() || !request.workflow_file_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "workflow_params: only with workflow_source",
+            ));
+        }
+        let spec = request
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+        let spec = spec_input(spec).validate().map_err(invalid)?;
+        if spec.idempotency_key.is_some() {
+            return Err(Status::invalid_argument(
+                "spec.idempotency_key: a schedule sets one per tick itself; leave it empty",
+            ));
+        }
+        (spec, None)
+    } else {
+        if request.spec.is_some() {
+            return Err(Status::invalid_argument(
+                "spec: a schedule runs either a job spec or a workflow, not both",
+            ));
+        }
+        let params: std::collections::BTreeMap<String, String> =
+            request.workflow_params.into_iter().collect();
+        // Checked as a submission would be (nothing is written).
+        let (header, _) = crate::api::workflows::prepare_run(
+            crate::api::workflows::RunSource {
+                file_name: &request.workflow_file_name,
+                source: &request.workflow_source,
+                params: params.clone(),
+            },
+            augur_store::workflows::new_run_id(),
+            None,
+            None,
+            Default::default(),
+        )?;
+        let source = String::from_utf8(request.workflow_source)
+            .map_err(|_| Status::invalid_argument("workflow_source: is not UTF-8"))?;
+        // The job spec a workflow schedule stores is a placeholder.
+        let placeholder = augur_core::JobSpecInput {
+            name: header.name.clone(),
+            command: "true".into(),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(invalid)?;
+        let workflow = augur_core::schedule::ScheduledWorkflow {
+            name: header.name,
+            file_name: request.workflow_file_name,
+            source,
+            params,
+        };
+        (placeholder, Some(workflow))
+    };
     let record = ScheduleRecord {
         v: SCHEDULE_VERSION,
         name: request.name.clone(),
@@ -85,6 +135,7 @@ pub async fn create(
         created_at_ms: now_ms(),
         last_tick_ms: None,
         owner,
+        workflow,
     };
     let Schedules { store, breaker } = schedules;
     match breaker.call(store.create(&record)).await? {

@@ -56,6 +56,21 @@ pub struct ScheduleRecord {
     /// delete it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Each tick runs this workflow instead of submitting `spec` (which is
+    /// then an internal placeholder, not shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<ScheduledWorkflow>,
+}
+
+/// The workflow a schedule runs at each tick: its file as submitted (checked
+/// when the schedule was created, and again at each tick) and parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledWorkflow {
+    pub name: String,
+    pub file_name: String,
+    pub source: String,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// A parsed cron expression.

@@ -214,6 +214,7 @@ fn schedule() -> impl Strategy<Value = ScheduleRecord> {
                 created_at_ms,
                 last_tick_ms,
                 owner: paused.then(|| "alice".to_string()),
+                workflow: None,
             },
         )
 }

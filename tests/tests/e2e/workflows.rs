@@ -96,6 +96,39 @@ impl Api {
             .map(|r| r.into_inner())
     }
 
+    pub(crate) fn list(&mut self, state: &str) -> Vec<pb::WorkflowRun> {
+        let mut client = self.client.clone();
+        let request = pb::ListWorkflowsRequest {
+            state: state.to_string(),
+            limit: 1000,
+        };
+        self.runtime
+            .block_on(async move { client.list_workflows(request).await })
+            .map(|r| r.into_inner().runs)
+            .unwrap_or_else(|e| panic!("list refused: {e}"))
+    }
+
+    fn schedule(
+        &mut self,
+        request: pb::CreateScheduleRequest,
+    ) -> Result<pb::Schedule, tonic::Status> {
+        let mut client = self.client.clone();
+        self.runtime
+            .block_on(async move { client.create_schedule(request).await })
+            .map(|r| r.into_inner())
+    }
+
+    fn pause(&mut self, name: &str) {
+        let mut client = self.client.clone();
+        let request = pb::PauseScheduleRequest {
+            name: name.to_string(),
+            paused: true,
+        };
+        self.runtime
+            .block_on(async move { client.pause_schedule(request).await })
+            .unwrap_or_else(|e| panic!("pause refused: {e}"));
+    }
+
     /// Waits for the run to end; returns it.
     pub(crate) fn wait(&mut self, run: &str, timeout: Duration) -> pb::WorkflowRun {
         poll_until(timeout, format!("workflow run {run} ends"), || {
@@ -438,4 +471,73 @@ fn bad_workflows_are_refused_naming_the_task_and_field_and_write_nothing() {
     assert_eq!(run.state, "succeeded");
     let params: BTreeMap<String, String> = run.params.into_iter().collect();
     assert_eq!(params.get("p").map(String::as_str), Some("x"));
+}
+
+#[test]
+fn a_schedule_runs_a_workflow_once_per_tick() {
+    let cluster = Cluster::start(ClusterConfig {
+        workers: 1,
+        ..ClusterConfig::default()
+    });
+    let mut api = Api::new(&cluster, 0);
+    let yaml = "name: ticking\nparams: {who: nobody}\ntasks:\n- {name: a, command: [sh, -c, 'echo ${{ params.who }} > \"$AUGUR_OUTPUTS/who\"']}\n";
+    let request = |source: &str, params: &[(&str, &str)]| pb::CreateScheduleRequest {
+        name: "every-second".into(),
+        cron: "* * * * * *".into(),
+        workflow_source: source.as_bytes().to_vec(),
+        workflow_file_name: "ticking.yaml".into(),
+        workflow_params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    // A bad workflow or parameter is refused when the schedule is created.
+    let before = cluster.etcd_revision();
+    let e = api
+        .schedule(request("name: x\ntasks: [{name: a}]\n", &[]))
+        .expect_err("no command");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let e = api
+        .schedule(request(yaml, &[("nope", "1")]))
+        .expect_err("unknown param");
+    assert!(e.message().contains("nope"), "{e}");
+    assert_eq!(cluster.etcd_revision(), before, "nothing written");
+    let created = api
+        .schedule(request(yaml, &[("who", "cron")]))
+        .expect("created");
+    assert_eq!(created.workflow, "ticking");
+    assert!(created.spec.is_none(), "no job spec shown");
+    let runs = poll_until(DEADLINE, "three scheduled runs succeeded", || {
+        let done: Vec<pb::WorkflowRun> = api
+            .list("succeeded")
+            .into_iter()
+            .filter(|r| r.name == "ticking")
+            .collect();
+        if done.len() >= 3 {
+            Ok(done)
+        } else {
+            Err(format!("{} so far", done.len()))
+        }
+    });
+    api.pause("every-second");
+    let run = api.get(&runs[0].id).expect("run");
+    assert_eq!(
+        instances(&run, "a")[0]
+            .outputs
+            .get("who")
+            .map(String::as_str),
+        Some("cron")
+    );
+    // One run per tick: their submission times are a second apart at least.
+    let mut at: Vec<i64> = api
+        .list("")
+        .iter()
+        .filter(|r| r.name == "ticking")
+        .map(|r| r.submitted_at_ms)
+        .collect();
+    at.sort_unstable();
+    for pair in at.windows(2) {
+        assert!(pair[1] - pair[0] >= 500, "two runs for one tick: {at:?}");
+    }
 }

@@ -121,6 +121,58 @@ pub(crate) fn run_pb(stored: &StoredRun) -> Result<pb::WorkflowRun, Status> {
     Ok(out)
 }
 
+/// A workflow file as submitted, with parameter overrides.
+pub(crate) struct RunSource<'a> {
+    pub file_name: &'a str,
+    pub source: &'a [u8],
+    pub params: BTreeMap<String, String>,
+}
+
+/// Parses and checks a workflow file and its parameters into the header of
+/// a new run (and the file to store with it). Every refusal is
+/// `InvalidArgument` naming the task and field.
+pub(crate) fn prepare_run(
+    source: RunSource<'_>,
+    id: String,
+    owner: Option<String>,
+    idempotency_key: Option<String>,
+    trace_context: BTreeMap<String, String>,
+) -> Result<(RunHeader, augur_workflow::WorkflowFile), Status> {
+    let file_name = if source.file_name.is_empty() {
+        "workflow.yaml"
+    } else {
+        source.file_name
+    };
+    let file = augur_workflow::file::parse_named(file_name, source.source).map_err(invalid)?;
+    let workflow = augur_workflow::validate(file.clone()).map_err(invalid)?;
+    let params_bytes: usize = source.params.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if params_bytes > MAX_PARAMS_BYTES {
+        return Err(invalid(format!(
+            "params: are {params_bytes} bytes, the limit is {MAX_PARAMS_BYTES}"
+        )));
+    }
+    let state = RunState::new(&workflow, source.params, id.clone(), now_ms()).map_err(invalid)?;
+    let mut header = RunHeader {
+        v: 1,
+        id,
+        name: workflow.name.clone(),
+        owner,
+        params: BTreeMap::new(),
+        status: RunStatus::Running,
+        started: false,
+        submitted_at_ms: state.submitted_at_ms,
+        finished_at_ms: None,
+        deadline_ms: None,
+        idempotency_key,
+        trace_context,
+        schedule: None,
+        tasks: workflow.tasks.len(),
+        counts: BTreeMap::new(),
+    };
+    header.update_from(&state);
+    Ok((header, file))
+}
+
 impl Api {
     pub(super) async fn submit_workflow_call(
         &self,
@@ -164,46 +216,25 @@ impl Api {
         owner: Option<String>,
         span: &mut PhaseSpan,
     ) -> Result<pb::SubmitWorkflowResponse, Status> {
-        let file_name = if request.file_name.is_empty() {
-            "workflow.yaml"
-        } else {
-            request.file_name.as_str()
-        };
-        let file =
-            augur_workflow::file::parse_named(file_name, &request.source).map_err(invalid)?;
-        let workflow = augur_workflow::validate(file.clone()).map_err(invalid)?;
-        let params_bytes: usize = request.params.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if params_bytes > MAX_PARAMS_BYTES {
-            return Err(invalid(format!(
-                "params: are {params_bytes} bytes, the limit is {MAX_PARAMS_BYTES}"
-            )));
-        }
         let idempotency_key = check_idempotency_key(&request.idempotency_key)?;
-        let id = new_run_id();
         let params: BTreeMap<String, String> = request.params.into_iter().collect();
-        let state = RunState::new(&workflow, params, id.clone(), now_ms()).map_err(invalid)?;
-        span.set(vec![
-            KeyValue::new("augur.workflow.id", id.clone()),
-            KeyValue::new("augur.workflow.name", workflow.name.clone()),
-        ]);
-        let mut header = RunHeader {
-            v: 1,
-            id: id.clone(),
-            name: workflow.name.clone(),
+        let id = new_run_id();
+        span.set(vec![KeyValue::new("augur.workflow.id", id.clone())]);
+        let (header, file) = prepare_run(
+            RunSource {
+                file_name: &request.file_name,
+                source: &request.source,
+                params,
+            },
+            id.clone(),
             owner,
-            params: BTreeMap::new(),
-            status: RunStatus::Running,
-            started: false,
-            submitted_at_ms: state.submitted_at_ms,
-            finished_at_ms: None,
-            deadline_ms: None,
             idempotency_key,
-            trace_context: span.carrier(),
-            schedule: None,
-            tasks: workflow.tasks.len(),
-            counts: BTreeMap::new(),
-        };
-        header.update_from(&state);
+            span.carrier(),
+        )?;
+        span.set(vec![KeyValue::new(
+            "augur.workflow.name",
+            header.name.clone(),
+        )]);
         let created = self
             .shared
             .breaker

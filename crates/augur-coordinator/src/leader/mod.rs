@@ -254,7 +254,7 @@ pub(crate) async fn run(
     term.spawn(
         "retention",
         janitor(
-            (jobs.clone(), runs.clone(), workflow_store),
+            (jobs.clone(), runs.clone(), workflow_store.clone()),
             fence.clone(),
             settings.clone(),
             demote.clone(),
@@ -264,7 +264,7 @@ pub(crate) async fn run(
         "schedules",
         schedules::run(
             schedule_store,
-            jobs.clone(),
+            (jobs.clone(), workflow_store.clone()),
             fence.clone(),
             tx.clone(),
             demote.clone(),

@@ -27,7 +27,7 @@ const REFRESH: i64 = 1_000;
 
 pub(crate) async fn run(
     store: ScheduleStore,
-    jobs: JobStore,
+    (jobs, workflows): (JobStore, augur_store::WorkflowStore),
     fence: Fence,
     brain: mpsc::UnboundedSender<LeaderInput>,
     demote: CancellationToken,
@@ -37,7 +37,12 @@ pub(crate) async fn run(
         match store.list().await {
             Ok(schedules) => {
                 for schedule in schedules {
-                    match tick(&store, &jobs, &fence, &brain, &schedule).await {
+                    let targets = Targets {
+                        jobs: &jobs,
+                        workflows: &workflows,
+                        brain: &brain,
+                    };
+                    match tick(&store, &targets, &fence, &schedule).await {
                         Ok(Some(next)) => wake = wake.min(next),
                         Ok(None) => {}
                         Err(StoreError::Fenced { .. }) => {
@@ -60,12 +65,18 @@ pub(crate) async fn run(
     }
 }
 
+/// Where a tick's job or workflow run goes.
+struct Targets<'a> {
+    jobs: &'a JobStore,
+    workflows: &'a augur_store::WorkflowStore,
+    brain: &'a mpsc::UnboundedSender<LeaderInput>,
+}
+
 /// Handles one schedule: fires a due tick if any; returns when the next is due.
 async fn tick(
     store: &ScheduleStore,
-    jobs: &JobStore,
+    targets: &Targets<'_>,
     fence: &Fence,
-    brain: &mpsc::UnboundedSender<LeaderInput>,
     schedule: &StoredSchedule,
 ) -> Result<Option<i64>, StoreError> {
     let record = &schedule.record;
@@ -83,7 +94,10 @@ async fn tick(
     };
     let on_time = now - due <= ON_TIME;
     if on_time || record.missed == MissedTicks::FireOnce {
-        fire(jobs, brain, schedule, due, on_time).await?;
+        match &record.workflow {
+            Some(workflow) => fire_workflow(targets.workflows, schedule, workflow, due).await?,
+            None => fire(targets.jobs, targets.brain, schedule, due, on_time).await?,
+        }
     } else {
         info!(schedule = %record.name, tick_ms = due, "missed tick skipped by policy");
     }
@@ -140,6 +154,66 @@ async fn fire(
         Ok(augur_store::CreateOutcome::Existing(id)) => {
             span.set(vec![KeyValue::new("augur.job.existing", true)]);
             info!(schedule = %record.name, tick_ms, job_id = %id, "tick was already fired");
+        }
+        Err(e) => span.fail("store", e.to_string()),
+    }
+    span.end();
+    created.map(|_| ())
+}
+
+/// A workflow schedule's tick: one run, whose idempotency key is the tick's,
+/// so it is started once whatever leader fires it. A file that no longer
+/// validates (the rules changed since the schedule was created) skips the
+/// tick with a warning.
+async fn fire_workflow(
+    workflows: &augur_store::WorkflowStore,
+    schedule: &StoredSchedule,
+    workflow: &augur_core::schedule::ScheduledWorkflow,
+    tick_ms: i64,
+) -> Result<(), StoreError> {
+    let record = &schedule.record;
+    let id = augur_store::workflows::new_run_id();
+    let mut span = PhaseSpan::start_under(
+        "workflow.run",
+        &augur_telemetry::context::Carrier::new(),
+        SpanKind::Internal,
+        None,
+        vec![
+            KeyValue::new("augur.workflow.id", id.clone()),
+            KeyValue::new("augur.workflow.name", workflow.name.clone()),
+            KeyValue::new("augur.schedule", record.name.clone()),
+            KeyValue::new("augur.schedule.tick_ms", tick_ms),
+        ],
+    );
+    let prepared = crate::api::workflows::prepare_run(
+        crate::api::workflows::RunSource {
+            file_name: &workflow.file_name,
+            source: workflow.source.as_bytes(),
+            params: workflow.params.clone(),
+        },
+        id.clone(),
+        record.owner.clone(),
+        Some(tick_key(&record.name, tick_ms)),
+        span.carrier(),
+    );
+    let (mut header, file) = match prepared {
+        Ok(p) => p,
+        Err(status) => {
+            warn!(schedule = %record.name, tick_ms, reason = status.message(), "scheduled workflow does not validate; tick skipped");
+            span.fail("invalid", status.message().to_string());
+            span.end();
+            return Ok(());
+        }
+    };
+    header.schedule = Some(record.name.clone());
+    let created = workflows.create(&header, &file).await;
+    match &created {
+        Ok(augur_store::RunCreated::Created) => {
+            info!(schedule = %record.name, tick_ms, run_id = %id, "schedule started a workflow run")
+        }
+        Ok(augur_store::RunCreated::Existing(run)) => {
+            span.set(vec![KeyValue::new("augur.workflow.existing", true)]);
+            info!(schedule = %record.name, tick_ms, run_id = %run, "tick was already fired");
         }
         Err(e) => span.fail("store", e.to_string()),
     }
