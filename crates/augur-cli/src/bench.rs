@@ -1,6 +1,7 @@
 //! `augur bench`: end-to-end throughput and submit-to-start latency on a cluster
 //! of its own, next to the raw etcd fenced-transaction rate that bounds it.
-//! Figures are printed, never asserted on.
+//! Figures are printed, never asserted on. `--workflow fanout` measures a
+//! workflow run instead (`bench_workflow.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use clap::Args;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde_json::json;
 
+use crate::bench_workflow::WorkflowBench;
 use crate::connection::Conn;
 use crate::dev::{LocalCluster, LocalSpec};
 use crate::serve::ExecutorKind;
@@ -23,13 +25,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5000)]
     jobs: usize,
     #[arg(long, value_enum, default_value_t = ExecutorKind::Null)]
-    executor: ExecutorKind,
+    pub executor: ExecutorKind,
     /// Workers in the benchmark cluster.
     #[arg(long, default_value_t = 2)]
-    workers: u32,
+    pub workers: u32,
     /// Slots per worker.
     #[arg(long, default_value_t = 64)]
-    slots: u32,
+    pub slots: u32,
     /// Submissions in flight (closed loop).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -41,12 +43,28 @@ pub struct BenchArgs {
     etcd_txns: usize,
     /// etcd binary (default: `etcd` on PATH).
     #[arg(long)]
-    etcd_bin: Option<std::path::PathBuf>,
+    pub etcd_bin: Option<std::path::PathBuf>,
     /// Instead: run one workload under least-loaded and under predictive on
     /// workers of speeds 1, 2, 4 (process executor) and compare mean job
     /// completion time; this many jobs per class per burst.
     #[arg(long)]
     compare_placement: Option<usize>,
+    /// Instead: run one workflow and print its duration, critical path and
+    /// scheduling overhead per task; `fanout` is 1 → WIDTH → 1.
+    #[arg(long, value_enum, conflicts_with = "compare_placement")]
+    workflow: Option<WorkflowBench>,
+    /// Instances of the fanned-out task of `--workflow fanout`.
+    #[arg(long, default_value_t = 100, requires = "workflow",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    width: u64,
+}
+
+/// The worker executor of a benchmark cluster.
+pub fn executor(kind: ExecutorKind) -> augur_worker::executor::Executor {
+    match kind {
+        ExecutorKind::Null => augur_worker::executor::Executor::Null,
+        ExecutorKind::Process => augur_worker::executor::Executor::Process(Default::default()),
+    }
 }
 
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
@@ -56,10 +74,11 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<()> {
     if let Some(per_class) = args.compare_placement {
         return compare_placement(&args, per_class).await;
     }
-    let executor = match args.executor {
-        ExecutorKind::Null => augur_worker::executor::Executor::Null,
-        ExecutorKind::Process => augur_worker::executor::Executor::Process(Default::default()),
-    };
+    if let Some(WorkflowBench::Fanout) = args.workflow {
+        let width = usize::try_from(args.width).context("--width is too large")?;
+        return crate::bench_workflow::run(&args, width, output).await;
+    }
+    let executor = executor(args.executor);
     let cluster = LocalCluster::start(LocalSpec {
         secure: false,
         data_dir: None,

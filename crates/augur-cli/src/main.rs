@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_placement;
+mod bench_workflow;
 mod client;
 mod connection;
 mod defaults;
@@ -85,7 +86,7 @@ enum Command {
     Cluster,
     /// Exit 0 if the local coordinator (or, --role worker, worker) is healthy; for container health checks.
     Health(health::HealthArgs),
-    /// Measure throughput and latency on a cluster of its own.
+    /// Measure throughput and latency (or, --workflow fanout, a workflow run) on a cluster of its own.
     Bench(bench::BenchArgs),
     /// Recorded runs: `runs export` writes them as JSON lines.
     #[command(subcommand)]
@@ -100,7 +101,7 @@ enum Command {
     /// API tokens: create, list, revoke (admin role).
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Workflows (DAGs of jobs): `workflow validate FILE` checks a file.
+    /// Workflows (DAGs of jobs): validate, submit, get, list, cancel, retry.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
 }
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
             Command::Tune(args) => placement::tune_runs(&cli.endpoint, cli.output, args).await,
             Command::Model(args) => placement::model(&cli.endpoint, cli.output, args).await,
             Command::Token(command) => token::run(&cli.endpoint, cli.output, command).await,
-            Command::Workflow(command) => workflow::run(command),
+            Command::Workflow(command) => workflow::run(&cli.endpoint, cli.output, command).await,
             Command::Placement(command) => {
                 placement::placement(&cli.endpoint, cli.output, command).await
             }
@@ -183,7 +184,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", client::describe(&e));
-            ExitCode::FAILURE
+            // Input refused before anything was sent exits as a bad flag does.
+            if e.downcast_ref::<workflow::InvalidInput>().is_some() {
+                ExitCode::from(workflow::INVALID_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

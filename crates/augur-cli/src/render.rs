@@ -35,7 +35,8 @@ fn worker_state_name(state: i32) -> &'static str {
     }
 }
 
-fn time(ms: i64) -> Value {
+/// A time in ms since the epoch as RFC 3339 with milliseconds; null for 0.
+pub fn time(ms: i64) -> Value {
     if ms <= 0 {
         return Value::Null;
     }
