@@ -14,11 +14,14 @@ use augur_e2e::prometheus::{series_value, Prometheus};
 use augur_e2e::{json_str, Cluster, ClusterConfig};
 use serde_json::Value;
 
+use crate::workflows::Api;
+
 /// The dashboards and the uids links and bookmarks rely on.
 const DASHBOARDS: &[(&str, &str)] = &[
     ("overview.json", "augur-overview"),
     ("placement.json", "augur-placement"),
     ("cluster-health.json", "augur-cluster-health"),
+    ("workflows.json", "augur-workflows"),
 ];
 /// Datasources a dashboard may name: the provisioned Prometheus and trace
 /// backend, and Grafana's built-in annotations.
@@ -37,6 +40,39 @@ const EXEMPLAR_HISTOGRAMS: &[&str] = &[
     "augur_job_queue_wait_seconds_bucket",
     "augur_job_submit_to_start_seconds_bucket",
     "augur_job_runtime_seconds_bucket",
+];
+
+/// Workflows of the workload: one that succeeds, one whose failing task makes
+/// its downstream upstream_failed, a one_failed handler run and a skip (every
+/// panel of workflows.json has runs and task instances to show): how each
+/// ends, the jobs it runs, and the file.
+const WORKFLOWS: &[(&str, usize, &str)] = &[
+    (
+        "succeeded",
+        5,
+        r#"
+name: dashboards-ok
+tasks:
+  - {name: extract, command: [sh, -c, 'seq 1 3 > "$AUGUR_OUTPUTS/items.lines"']}
+  - {name: each, depends_on: [extract], for_each: '${{ tasks.extract.outputs.items }}', command: [echo, '${{ item }}']}
+  - {name: summarize, depends_on: [each], command: [echo, done]}
+"#,
+    ),
+    (
+        "failed",
+        4,
+        r#"
+name: dashboards-failing
+tasks:
+  - {name: ok, command: ["true"]}
+  - {name: bad, depends_on: [ok], command: [sh, -c, 'exit 3']}
+  - {name: after-bad, depends_on: [bad], command: ["true"]}
+  - {name: on-failure, depends_on: [bad], trigger: one_failed, command: ["true"]}
+  - {name: never, depends_on: [ok], when: 'a == b', command: ["true"]}
+finally:
+  - {name: cleanup, command: ["true"]}
+"#,
+    ),
 ];
 
 const JOB_DEADLINE: Duration = Duration::from_secs(90);
@@ -142,9 +178,18 @@ fn dashboards_and_rules_are_well_formed() {
     promtool_ok(&["check", "config", "deploy/prometheus/prometheus.yml"]);
 }
 
-/// Submits successes (at three priorities), failures with retries, a timeout and
-/// a cancelled job; waits for all of them; returns how many jobs and attempts ran.
-fn run_mixed_workload(cluster: &Cluster) -> (usize, usize) {
+/// How much of the workload ran, as the metrics should count it.
+#[derive(Default)]
+struct Ran {
+    jobs: usize,
+    attempts: usize,
+    workflow_runs: usize,
+}
+
+/// Submits successes (at three priorities), failures with retries, a timeout, a
+/// cancelled job and [`WORKFLOWS`]; waits for all of them; returns how many jobs
+/// (the workflows' task jobs included), attempts and workflow runs ran.
+fn run_mixed_workload(cluster: &Cluster, api: &mut Api) -> Ran {
     let mut expected = Vec::new();
     for priority in ["5", "0", "-5", "5", "0", "-5"] {
         let id = cluster.submit(&["--priority", priority, "--", "sh", "-c", "sleep 0.2"]);
@@ -171,19 +216,42 @@ fn run_mixed_workload(cluster: &Cluster) -> (usize, usize) {
     });
     cluster.cli_ok(&["cancel", &cancelled]);
     expected.push((cancelled, "cancelled", 1));
+    // Last, so the runs end within the panels' rate window of the checks.
+    let runs: Vec<(String, &str)> = WORKFLOWS
+        .iter()
+        .map(|(state, _, yaml)| (api.submit(yaml), *state))
+        .collect();
 
     for (id, state, _) in &expected {
         let job = cluster.wait_terminal(id, JOB_DEADLINE);
         assert_eq!(json_str(&job, "state"), *state, "{job}");
     }
-    let attempts = expected.iter().map(|(_, _, attempts)| attempts).sum();
-    (expected.len(), attempts)
+    for (id, state) in &runs {
+        let run = api.wait(id, JOB_DEADLINE);
+        assert_eq!(run.state, *state, "{run:?}");
+    }
+    // Every task job of the workflows makes one attempt.
+    let task_jobs: usize = WORKFLOWS.iter().map(|(_, jobs, _)| jobs).sum();
+    Ran {
+        jobs: expected.len() + task_jobs,
+        attempts: expected
+            .iter()
+            .map(|(_, _, attempts)| attempts)
+            .sum::<usize>()
+            + task_jobs,
+        workflow_runs: runs.len(),
+    }
 }
 
-/// Waits until Prometheus has scraped the results of `jobs` jobs and `attempts`
-/// attempts, all acknowledged, and then two more scrapes of every target, so a
-/// series born in the last round has a second sample.
-fn wait_for_workload(prometheus: &Prometheus, jobs: usize, attempts: usize, round: u32) {
+/// Waits until Prometheus has scraped the results of the workload so far (jobs
+/// and attempts all acknowledged, workflow runs ended), and then two more scrapes
+/// of every target, so a series born in the last round has a second sample.
+fn wait_for_workload(prometheus: &Prometheus, ran: &Ran, round: u32) {
+    let Ran {
+        jobs,
+        attempts,
+        workflow_runs,
+    } = *ran;
     prometheus.wait_for(
         PROMETHEUS_DEADLINE,
         &format!("prometheus to hold workload round {round}"),
@@ -191,11 +259,16 @@ fn wait_for_workload(prometheus: &Prometheus, jobs: usize, attempts: usize, roun
             let finished = p.query_sum("sum(augur_jobs_finished_total)")?;
             let ran = p.query_sum("sum(augur_worker_attempts_finished_total)")?;
             let buffered = p.query_sum("sum(augur_worker_result_buffer_depth)")?;
-            if finished >= jobs as f64 && ran >= attempts as f64 && buffered == 0.0 {
+            let runs = p.query_sum("sum(augur_workflow_runs_total)")?;
+            if finished >= jobs as f64
+                && ran >= attempts as f64
+                && buffered == 0.0
+                && runs >= workflow_runs as f64
+            {
                 Ok(())
             } else {
                 Err(format!(
-                    "{finished} of {jobs} jobs finished, {ran} of {attempts} attempts, {buffered} buffered"
+                    "{finished} of {jobs} jobs finished, {ran} of {attempts} attempts, {buffered} buffered, {runs} of {workflow_runs} workflow runs"
                 ))
             }
         },
@@ -295,13 +368,14 @@ fn every_dashboard_query_returns_data_from_a_live_cluster() {
     // the increase into a series' first sample: the first round creates every
     // series, as a cluster that has been running would have them; the second is
     // what the panels must show.
-    let mut attempts = 0;
-    let mut jobs = 0;
+    let mut api = Api::new(&cluster, 0);
+    let mut ran = Ran::default();
     for round in 1..=2 {
-        let (round_jobs, round_attempts) = run_mixed_workload(&cluster);
-        jobs += round_jobs;
-        attempts += round_attempts;
-        wait_for_workload(&prometheus, jobs, attempts, round);
+        let round_ran = run_mixed_workload(&cluster, &mut api);
+        ran.jobs += round_ran.jobs;
+        ran.attempts += round_ran.attempts;
+        ran.workflow_runs += round_ran.workflow_runs;
+        wait_for_workload(&prometheus, &ran, round);
     }
     // Every query is evaluated at one instant (Prometheus runs on this machine),
     // so the rate windows hold the workload however long the checks take.
