@@ -598,3 +598,108 @@ fn security_mtls_end_to_end_with_untrusted_certificates_refused() {
     let logs = all_logs(cluster.dir());
     assert!(!logs.contains(ADMIN), "the admin token is in the logs");
 }
+
+/// Workflows go through the same authentication and authorisation as jobs,
+/// through the CLI: a viewer cannot submit, a submitter owns its runs (and
+/// their jobs), another submitter can neither cancel nor retry them, and
+/// `--wait` exits 0 / 10 / 11 / 12 as `submit --wait` does.
+#[test]
+fn security_workflow_runs_belong_to_their_submitter() {
+    let secrets = secrets();
+    let cluster = token_cluster(&secrets, &[]);
+    let viewer = create_token(&cluster, "viewer1", "viewer", &[]);
+    let alice = create_token(&cluster, "alice", "submitter", &[]);
+    let bob = create_token(&cluster, "bob", "submitter", &[]);
+    let file = |name: &str, text: &str| {
+        let path = secrets.root.join(name);
+        std::fs::write(&path, text).expect("workflow file");
+        path.to_string_lossy().into_owned()
+    };
+    let ok = file(
+        "ok.yaml",
+        "name: ok\ntasks:\n- {name: a, command: [sh, -c, 'echo 1 > \"$AUGUR_OUTPUTS/one\"']}\n- {name: b, depends_on: [a], command: [\"true\"]}\n",
+    );
+    let bad = file(
+        "bad.yaml",
+        "name: bad\ntasks:\n- {name: a, command: [\"false\"]}\n",
+    );
+    let slow = file(
+        "slow.yaml",
+        "name: slow\ntimeout: 1s\ntasks:\n- {name: a, command: [sleep, \"60\"]}\n",
+    );
+    let long = file(
+        "long.yaml",
+        "name: long\ntasks:\n- {name: a, command: [sleep, \"60\"]}\n",
+    );
+
+    refused(
+        &cli_as(
+            &cluster,
+            &[("AUGUR_TOKEN", &viewer)],
+            &["workflow", "submit", &ok],
+        ),
+        "PermissionDenied",
+        "viewer submits a workflow",
+    );
+    let out = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &alice)],
+        &["workflow", "submit", "--wait", &ok],
+    );
+    assert!(out.status.success(), "alice: {}", stderr(&out));
+    let run_id = stdout(&out).lines().next().unwrap_or_default().to_string();
+    let shown = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &viewer)],
+        &["--output", "json", "workflow", "get", &run_id],
+    );
+    assert!(shown.status.success(), "viewer reads: {}", stderr(&shown));
+    let run: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("json");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["owner"], "alice", "{run}");
+    assert_eq!(run["tasks"][0]["outputs"]["one"], "1", "{run}");
+    assert!(run["tasks"][0]["item"].is_null(), "{run}");
+    let job = cluster.get_job(run["tasks"][0]["job_id"].as_str().unwrap_or_default());
+    assert_eq!(json_str(&job, "owner"), "alice", "the run's jobs are hers");
+
+    let code = |file: &str| {
+        cli_as(
+            &cluster,
+            &[("AUGUR_TOKEN", &alice)],
+            &["workflow", "submit", "--wait", file],
+        )
+        .status
+        .code()
+    };
+    assert_eq!(code(&bad), Some(10), "failed");
+    assert_eq!(code(&slow), Some(11), "timed out");
+
+    let out = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &alice)],
+        &["workflow", "submit", &long],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let long_id = stdout(&out);
+    for action in [
+        vec!["workflow", "cancel", &long_id],
+        vec!["workflow", "retry", &run_id],
+    ] {
+        let denied = cli_as(&cluster, &[("AUGUR_TOKEN", &bob)], &action);
+        refused(&denied, "PermissionDenied", "bob acts on alice's run");
+        assert!(stderr(&denied).contains("alice"), "{}", stderr(&denied));
+    }
+    let cancelled = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &alice)],
+        &["workflow", "cancel", &long_id],
+    );
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    let shown = cli_as(
+        &cluster,
+        &[("AUGUR_TOKEN", &alice)],
+        &["--output", "json", "workflow", "get", &long_id],
+    );
+    let run: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("json");
+    assert_eq!(run["state"], "cancelled", "{run}");
+}

@@ -79,6 +79,17 @@ pub(crate) fn header_pb(h: &RunHeader) -> pb::WorkflowRun {
     }
 }
 
+/// An output as the API shows it: text as it is, a list or JSON value as
+/// JSON (a `KEY.lines` output is a JSON list of its lines).
+fn shown(value: &augur_workflow::OutputValue) -> String {
+    match value {
+        augur_workflow::OutputValue::Lines(lines) => {
+            serde_json::to_string(lines).unwrap_or_default()
+        }
+        other => other.render(),
+    }
+}
+
 /// A run with one entry per task instance, in the workflow's order (DAG
 /// tasks topologically, then finally tasks).
 pub(crate) fn run_pb(stored: &StoredRun) -> Result<pb::WorkflowRun, Status> {
@@ -110,7 +121,7 @@ pub(crate) fn run_pb(stored: &StoredRun) -> Result<pb::WorkflowRun, Status> {
                 outputs: i
                     .outputs
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.render()))
+                    .map(|(k, v)| (k.clone(), shown(v)))
                     .collect(),
                 message: i.message.clone().unwrap_or_default(),
                 generation: i.generation,
