@@ -11,6 +11,8 @@
 //! nor doubles a task instance.
 
 mod persist;
+#[cfg(test)]
+mod persist_tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
