@@ -165,8 +165,15 @@ pub(crate) async fn run(
                 }
             },
             _ = tick.tick() => {
-                let ids: Vec<String> = driver.runs.keys().cloned().collect();
-                for id in ids {
+                // Only runs past their deadline change on a tick.
+                let now = now_ms();
+                let due: Vec<String> = driver
+                    .runs
+                    .iter()
+                    .filter(|(_, l)| l.state.deadline_ms.is_some_and(|d| now >= d))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
                     driver.feed(&id, Input::Tick);
                 }
             }
