@@ -1,4 +1,5 @@
-//! The learning part of `augur dev --demo`: four job classes of different
+//! Parts of `augur dev --demo`: a small workflow submitted at its start
+//! ([`workflow`]), and the learning part: four job classes of different
 //! lengths on workers of different (simulated) speeds, so the leader's runtime
 //! model visibly learns them; then the same burst under least-loaded and
 //! under predictive, with both mean completion times printed.
@@ -6,6 +7,70 @@
 use std::time::Duration;
 
 use augur_proto::v1 as pb;
+
+/// The demo's workflow (`examples/demo-workflow.yaml`): extract → count × 4 →
+/// summarize, with outputs; well under a second a task.
+const DEMO_WORKFLOW: &str = include_str!("../../../examples/demo-workflow.yaml");
+const DEMO_WORKFLOW_FILE: &str = "demo-workflow.yaml";
+
+/// Submits the demo's workflow once and says how to watch it; returns the
+/// run id.
+pub async fn workflow(endpoint: &str) -> anyhow::Result<String> {
+    let mut client = crate::client::connect(endpoint).await?;
+    let run = client
+        .submit_workflow(pb::SubmitWorkflowRequest {
+            source: DEMO_WORKFLOW.as_bytes().to_vec(),
+            file_name: DEMO_WORKFLOW_FILE.into(),
+            params: Default::default(),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "demo: submitted workflow run {} (extract -> count x 4 regions -> summarize, from examples/{DEMO_WORKFLOW_FILE})",
+        run.run_id
+    );
+    println!(
+        "      watch it: augur workflow get {}   (examples/nightly-etl.yaml is a larger one)",
+        run.run_id
+    );
+    Ok(run.run_id)
+}
+
+/// Prints how the demo's workflow run stands (it has normally ended by the
+/// time the jobs of the demo have).
+pub async fn workflow_outcome(endpoint: &str, run_id: &str) -> anyhow::Result<()> {
+    let mut client = crate::client::connect(endpoint).await?;
+    let run = client
+        .get_workflow(pb::GetWorkflowRequest {
+            run_id: run_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let counts: Vec<String> = run
+        .counts
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    let total = run
+        .tasks
+        .iter()
+        .find(|t| t.name == "summarize")
+        .and_then(|t| t.outputs.get("total"));
+    match total {
+        Some(total) => println!(
+            "demo: workflow run {run_id} {} ({}); summarize's output total = {total}",
+            run.state,
+            counts.join(", ")
+        ),
+        None => println!(
+            "demo: workflow run {run_id} {} ({})",
+            run.state,
+            counts.join(", ")
+        ),
+    }
+    Ok(())
+}
 
 /// Job classes and their runtime on a speed-1 worker, seconds.
 pub(crate) const CLASSES: [(&str, f64); 4] = [
@@ -123,4 +188,19 @@ async fn compare(endpoint: &str) -> anyhow::Result<()> {
         Err(e) => println!("demo: placement comparison skipped: {e:#}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_workflow_validates() {
+        let workflow = augur_workflow::load(DEMO_WORKFLOW_FILE, DEMO_WORKFLOW.as_bytes());
+        assert!(workflow.is_ok(), "{:?}", workflow.err());
+        let names: Vec<String> = workflow
+            .map(|w| w.tasks.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["extract", "count", "summarize"]);
+    }
 }

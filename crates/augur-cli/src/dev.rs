@@ -372,9 +372,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A small mixed workload: quick successes, a retried failure, a timeout, and a
-/// cancelled long job, then a table of how each ended.
+/// A small workflow, and a small mixed workload: quick successes, a retried
+/// failure, a timeout, and a cancelled long job, then a table of how each
+/// ended and how the workflow run did.
 async fn demo(endpoint: &str) -> anyhow::Result<()> {
+    let run = match crate::demo::workflow(endpoint).await {
+        Ok(run) => Some(run),
+        Err(e) => {
+            println!(
+                "demo: workflow not submitted: {}",
+                crate::client::describe(&e)
+            );
+            None
+        }
+    };
     let mut client = crate::client::connect(endpoint).await?;
     let mut ids = Vec::new();
     let submit = |name: &str, cmd: &[&str], timeout: &str, attempts: u32| {
@@ -452,6 +463,11 @@ async fn demo(endpoint: &str) -> anyhow::Result<()> {
         {
             print!("{}", crate::render::job_table(&jobs));
             println!("demo: done. `augur get ID` shows a job's output and history.");
+            if let Some(run) = &run {
+                if let Err(e) = crate::demo::workflow_outcome(endpoint, run).await {
+                    println!("demo: workflow run {run}: {}", crate::client::describe(&e));
+                }
+            }
             return crate::demo::learning(endpoint).await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
