@@ -10,6 +10,7 @@ pub mod leader;
 pub mod listener;
 pub(crate) mod placement_api;
 mod schedule_api;
+pub mod services;
 mod stream;
 mod token_api;
 
@@ -31,6 +32,7 @@ use tracing::{error, info, warn};
 
 pub use auth::AuthConfig;
 pub use leader::{LeaderHandle, LeaderSettings};
+pub use services::{HttpExtension, Identity, Services};
 
 /// Everything a coordinator needs to run.
 #[derive(Clone, Debug)]
@@ -69,6 +71,9 @@ pub struct CoordinatorConfig {
     pub etcd_security: augur_store::EtcdSecurity,
     /// Connection cap, handshake and idle deadlines of the API port.
     pub connections: listener::ConnectionSettings,
+    /// HTTP routes served beside gRPC on the API port (the web console);
+    /// `None`: gRPC only.
+    pub http: Option<HttpExtension>,
 }
 
 impl CoordinatorConfig {
@@ -98,6 +103,7 @@ impl CoordinatorConfig {
             peer_tls: None,
             etcd_security: Default::default(),
             connections: Default::default(),
+            http: None,
         }
     }
 }
@@ -232,17 +238,27 @@ pub async fn run_on(
     }
 
     let server_stop = CancellationToken::new();
-    let router = tonic::transport::Server::builder()
-        // Pings notice a frozen worker (SIGSTOP, a long pause) whose kernel
-        // still holds its connection open.
-        .http2_keepalive_interval(Some(Duration::from_secs(2)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
-        .layer(tower::util::MapResponseLayer::new(
-            undecodable_requests_are_invalid_arguments,
-        ))
-        .add_service(JobServiceServer::new(api::Api {
+    let api = Arc::new(api::Api {
+        shared: shared.clone(),
+    });
+    let placement = Arc::new(placement_api::PlacementApi::new(
+        shared.clone(),
+        &client,
+        &config,
+    ));
+    // gRPC services are routed by path (`/augur.v1.Service/Method`); an HTTP
+    // extension (the console) gets every other path.
+    let base = match &config.http {
+        Some(extension) => (extension.0)(services::Services {
+            api: api.clone(),
+            placement: placement.clone(),
             shared: shared.clone(),
-        }))
+            tls: config.tls.is_some(),
+        }),
+        None => tonic::service::Routes::default().into_axum_router(),
+    };
+    let routes = tonic::service::Routes::from(base)
+        .add_service(JobServiceServer::from_arc(api))
         .add_service(
             augur_proto::v1::token_service_server::TokenServiceServer::new(token_api::TokenApi {
                 shared: shared.clone(),
@@ -253,10 +269,19 @@ pub async fn run_on(
             shared.clone(),
         )))
         .add_service(
-            augur_proto::v1::placement_service_server::PlacementServiceServer::new(
-                placement_api::PlacementApi::new(shared.clone(), &client, &config),
-            ),
+            augur_proto::v1::placement_service_server::PlacementServiceServer::from_arc(placement),
         );
+    let router = tonic::transport::Server::builder()
+        // Browsers speak HTTP/1.1 to the console.
+        .accept_http1(config.http.is_some())
+        // Pings notice a frozen worker (SIGSTOP, a long pause) whose kernel
+        // still holds its connection open.
+        .http2_keepalive_interval(Some(Duration::from_secs(2)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_requests_are_invalid_arguments,
+        ))
+        .add_routes(routes);
     let stopped = server_stop.clone().cancelled_owned();
     let max_connections = connection_cap(&config.connections);
     let conns = shared.metrics.connections.clone();

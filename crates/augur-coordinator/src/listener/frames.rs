@@ -94,6 +94,11 @@ pub(crate) struct Streams {
     requested: bool,
     /// Too many streams to track: the connection counts as busy from now on.
     overflowed: bool,
+    /// The client's first bytes, until they tell HTTP/2 (its preface starts
+    /// `PRI`) from HTTP/1.1 (a method: a browser on the console).
+    first: Vec<u8>,
+    /// `Some(true)`: an HTTP/1.1 connection, which has no streams to track.
+    http1: Option<bool>,
 }
 
 impl Default for Streams {
@@ -104,19 +109,57 @@ impl Default for Streams {
             open: HashMap::new(),
             requested: false,
             overflowed: false,
+            first: Vec::new(),
+            http1: None,
         }
     }
 }
 
+/// Bytes that tell the HTTP/2 preface from an HTTP/1.1 method.
+const SNIFF: usize = 3;
+
 impl Streams {
+    /// Whether this is an HTTP/1.1 connection (known after its first bytes).
+    pub(crate) fn http1(&self) -> bool {
+        self.http1 == Some(true)
+    }
+
     /// Takes bytes that went `side`'s way (decrypted, in order).
     pub(crate) fn feed(&mut self, side: Side, bytes: &[u8]) {
+        if side == Side::Client && self.http1.is_none() {
+            let take = (SNIFF - self.first.len()).min(bytes.len());
+            self.first.extend_from_slice(&bytes[..take]);
+            let decided =
+                self.first.len() >= SNIFF || self.first.first().is_some_and(|b| *b != b'P');
+            if !decided {
+                return;
+            }
+            let http1 = !b"PRI".starts_with(&self.first);
+            self.http1 = Some(http1);
+            if http1 {
+                self.requested = true;
+                return;
+            }
+            let mut all = std::mem::take(&mut self.first);
+            all.extend_from_slice(&bytes[take..]);
+            self.feed_frames(side, &all);
+            return;
+        }
+        if self.http1() {
+            self.requested = true;
+            return;
+        }
+        self.feed_frames(side, bytes);
+    }
+
+    fn feed_frames(&mut self, side: Side, bytes: &[u8]) {
         let Streams {
             client,
             server,
             open,
             requested,
             overflowed,
+            ..
         } = self;
         let direction = match side {
             Side::Client => client,
@@ -210,6 +253,34 @@ mod tests {
             }
             assert!(!s.busy(), "split {split}: {s:?}");
         }
+    }
+
+    #[test]
+    fn http1_is_told_from_http2_by_its_first_bytes() {
+        for (first, http1) in [
+            (&b"GET / HTTP/1.1\r\n"[..], true),
+            (b"POST /jobs HTTP/1.1\r\n", true),
+            (b"PUT /x HTTP/1.1\r\n", true),
+            (PREFACE, false),
+        ] {
+            for split in [1, 2, 3, 100] {
+                let mut s = Streams::default();
+                for piece in first.chunks(split) {
+                    s.feed(Side::Client, piece);
+                }
+                assert_eq!(s.http1(), http1, "{first:?} split {split}");
+                assert_eq!(s.requested(), http1, "{first:?}");
+                assert!(!s.busy());
+            }
+        }
+        // The HTTP/2 bytes held back while sniffing still reach the parser.
+        let mut s = Streams::default();
+        let mut client = PREFACE.to_vec();
+        client.extend(frame(HEADERS, 0x4, 1, 3));
+        for piece in client.chunks(2) {
+            s.feed(Side::Client, piece);
+        }
+        assert!(!s.http1() && s.requested() && s.busy());
     }
 
     #[test]

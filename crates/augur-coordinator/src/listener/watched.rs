@@ -92,7 +92,12 @@ impl<S> Watched<S> {
         let was_busy = self.streams.busy();
         let had_requested = self.streams.requested();
         self.streams.feed(side, bytes);
-        if (was_busy && !self.streams.busy()) || (!had_requested && self.streams.requested()) {
+        // HTTP/1.1 (the console) has no streams to see: a connection is idle
+        // from its last byte either way (a live page's events keep it busy).
+        if self.streams.http1()
+            || (was_busy && !self.streams.busy())
+            || (!had_requested && self.streams.requested())
+        {
             self.quiet_since = Instant::now();
         }
     }
