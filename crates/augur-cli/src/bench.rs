@@ -189,6 +189,7 @@ async fn all_jobs(client: &mut JobServiceClient<Conn>) -> anyhow::Result<Vec<pb:
                 states: vec![],
                 page_size: 1000,
                 page_token: token,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -305,6 +305,7 @@ pub async fn list(endpoint: &str, output: Output, args: ListArgs) -> anyhow::Res
                 states: states.clone(),
                 page_size: 1000,
                 page_token: token,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -179,6 +179,7 @@ impl LocalCluster {
         config.min_training_runs = 20;
         config.retention_count = spec.retention_count;
         config.advertise = endpoint.clone();
+        config.http = Some(crate::serve::console(None)?);
         let mut worker_tls = None;
         let mut join_token = None;
         match &secure {
@@ -352,6 +353,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             );
         }
     }
+    println!("  console    {}/", cluster.endpoint);
     println!("  etcd       {}", cluster.etcd.endpoint);
     println!("  workers    {} x {} slots", args.workers, args.slots);
     println!("  metrics    http://{}/metrics", args.metrics_listen);

@@ -138,6 +138,13 @@ pub struct CoordinatorArgs {
     /// A connection with no call or stream open for this long is closed.
     #[arg(long, default_value = duration_default!(defaults::coordinator().connections.idle_timeout), value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Do not serve the web console on the API port (gRPC only).
+    #[arg(long)]
+    pub no_console: bool,
+    /// Link from the console's job pages to a trace viewer, `{trace_id}`
+    /// replaced, e.g. `http://jaeger:16686/trace/{trace_id}`.
+    #[arg(long, env = "AUGUR_TRACE_URL_TEMPLATE")]
+    pub trace_url_template: Option<String>,
     #[command(flatten)]
     pub security: crate::security::CoordinatorSecurityArgs,
 }
@@ -177,8 +184,28 @@ impl CoordinatorArgs {
         c.peer_tls = self.security.peer_tls();
         c.etcd_security = self.etcd.security.security()?;
         c.advertise = advertise_url(self.advertise.as_deref(), self.listen, c.tls.is_some())?;
+        if !self.no_console {
+            c.http = Some(console(self.trace_url_template.clone())?);
+        }
         Ok(c)
     }
+}
+
+/// The web console, linking job pages to traces through `trace_url_template`
+/// (which must name `{trace_id}` and be an http(s) URL).
+pub fn console(
+    trace_url_template: Option<String>,
+) -> anyhow::Result<augur_coordinator::HttpExtension> {
+    if let Some(t) = &trace_url_template {
+        if !t.contains("{trace_id}") || !(t.starts_with("http://") || t.starts_with("https://")) {
+            anyhow::bail!(
+                "--trace-url-template {t:?}: must be an http:// or https:// URL containing {{trace_id}}"
+            );
+        }
+    }
+    Ok(augur_console::extension(augur_console::ConsoleOptions {
+        trace_url_template,
+    }))
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

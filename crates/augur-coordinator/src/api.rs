@@ -280,15 +280,22 @@ impl JobService for Api {
             })?)
         };
         let started = std::time::Instant::now();
-        let page =
-            self.shared
-                .breaker
-                .call(self.shared.leader_stores.jobs.list(
-                    &states,
-                    page_size as usize,
-                    after.as_ref(),
-                ))
-                .await;
+        let filter = augur_store::JobFilter {
+            name_contains: request.name_contains.clone(),
+            owner: request.owner.clone(),
+            worker_id: request.worker_id.clone(),
+            newest_first: request.newest_first,
+        };
+        let page = self
+            .shared
+            .breaker
+            .call(self.shared.leader_stores.jobs.list_filtered(
+                &states,
+                &filter,
+                page_size as usize,
+                after.as_ref(),
+            ))
+            .await;
         self.shared
             .metrics
             .etcd("list", started.elapsed().as_secs_f64());

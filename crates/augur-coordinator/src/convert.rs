@@ -93,6 +93,7 @@ pub fn job_to_pb(job: &JobRecord) -> pb::Job {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        trace_id: augur_telemetry::context::trace_id(&job.trace_context).unwrap_or_default(),
     }
 }
 

@@ -36,6 +36,25 @@ pub enum CreateOutcome {
     Existing(JobId),
 }
 
+/// What `list` keeps besides states (empty fields: any).
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub name_contains: String,
+    pub owner: String,
+    pub worker_id: String,
+    /// Newest first (the cursor then continues backwards).
+    pub newest_first: bool,
+}
+
+impl JobFilter {
+    fn keeps(&self, job: &JobRecord) -> bool {
+        (self.name_contains.is_empty() || job.spec.name.contains(&self.name_contains))
+            && (self.owner.is_empty() || job.owner.as_deref() == Some(self.owner.as_str()))
+            && (self.worker_id.is_empty()
+                || job.worker_id.as_ref().map(|w| w.as_str()) == Some(self.worker_id.as_str()))
+    }
+}
+
 /// One page of `list`.
 #[derive(Clone, Debug, Default)]
 pub struct JobPage {
@@ -57,6 +76,9 @@ pub struct JobWrite<'a> {
     pub job: &'a JobRecord,
     pub extra: Vec<TxnOp>,
 }
+
+/// Most records one `list_filtered` page reads.
+const MAX_SCANNED: usize = 50_000;
 
 /// Operations per job in a commit: the record plus two index keys.
 const OPS_PER_JOB: usize = 3;
@@ -147,28 +169,60 @@ impl JobStore {
         page_size: usize,
         after: Option<&JobId>,
     ) -> Result<JobPage> {
+        self.list_filtered(states, &JobFilter::default(), page_size, after)
+            .await
+    }
+
+    /// As [`JobStore::list`], keeping only jobs `filter` keeps, in either
+    /// direction. At most 50,000 records are read for one page, so a filter
+    /// matching nothing answers an empty page with a cursor rather than
+    /// reading every job.
+    pub async fn list_filtered(
+        &self,
+        states: &[JobState],
+        filter: &JobFilter,
+        page_size: usize,
+        after: Option<&JobId>,
+    ) -> Result<JobPage> {
         let prefix = self.keys.jobs_prefix();
         let end = prefix_end(&prefix);
-        let mut start = match after {
-            Some(id) => {
-                let mut k = self.keys.job(id).into_bytes();
-                k.push(0);
-                k
+        // Ascending: [start, end); descending: [prefix, upper).
+        let mut start = prefix.clone().into_bytes();
+        let mut upper = end.clone();
+        match (after, filter.newest_first) {
+            (Some(id), false) => {
+                start = self.keys.job(id).into_bytes();
+                start.push(0);
             }
-            None => prefix.clone().into_bytes(),
-        };
+            (Some(id), true) => upper = self.keys.job(id).into_bytes(),
+            (None, _) => {}
+        }
         let mut page = JobPage::default();
         let chunk = (page_size * 2).clamp(64, 1000) as i64;
+        let mut scanned = 0usize;
         loop {
+            let (from, to, order) = if filter.newest_first {
+                (
+                    prefix.clone().into_bytes(),
+                    upper.clone(),
+                    SortOrder::Descend,
+                )
+            } else {
+                (start.clone(), end.clone(), SortOrder::Ascend)
+            };
             let opts = GetOptions::new()
-                .with_range(end.clone())
+                .with_range(to)
                 .with_limit(chunk)
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
-            let resp = self.client.clone().get(start.clone(), Some(opts)).await?;
+                .with_sort(SortTarget::Key, order);
+            let resp = self.client.clone().get(from, Some(opts)).await?;
             let kvs = resp.kvs();
             for kv in kvs {
+                scanned += 1;
                 match decode::<JobRecord>(kv.key(), kv.value()) {
-                    Ok(job) if states.is_empty() || states.contains(&job.state) => {
+                    Ok(job)
+                        if (states.is_empty() || states.contains(&job.state))
+                            && filter.keeps(&job) =>
+                    {
                         page.jobs.push(job);
                         if page.jobs.len() == page_size {
                             page.next_after = page.jobs.last().map(|j| j.id);
@@ -179,12 +233,21 @@ impl JobStore {
                     Err(e) => tracing::warn!(error = %e, "skipping undecodable job record"),
                 }
             }
-            match kvs.last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => return Ok(page),
+            let Some(last) = kvs.last() else {
+                return Ok(page);
+            };
+            if !resp.more() {
+                return Ok(page);
+            }
+            if filter.newest_first {
+                upper = last.key().to_vec();
+            } else {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            if scanned >= MAX_SCANNED {
+                page.next_after = self.keys.job_id_of(&String::from_utf8_lossy(last.key()));
+                return Ok(page);
             }
         }
     }

@@ -24,7 +24,7 @@ pub mod workflows;
 use std::time::Duration;
 
 pub use etcd_client::Client as EtcdClient;
-pub use jobs::{CreateOutcome, JobPage, JobStore, JobWrite, StoreLimits};
+pub use jobs::{CreateOutcome, JobFilter, JobPage, JobStore, JobWrite, StoreLimits};
 pub use keys::Keys;
 pub use leader_store::{LeaderStore, MemoryJobStore, RecordWrite};
 pub use leadership::{Fence, LeaderInfo, Leadership};

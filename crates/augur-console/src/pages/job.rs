@@ -1,0 +1,278 @@
+//! `/jobs/{id}`: the spec (secret-looking env values masked), where the job
+//! is, its timeline, its output tails, its trace, and Cancel for those who
+//! may.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use augur_coordinator::services::request;
+use augur_proto::v1 as pb;
+use augur_proto::v1::job_service_server::JobService;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::{html, job_state, span, status_page, time, Chrome};
+use crate::session::{current, with_cookie};
+use crate::Console;
+
+/// Env values of keys containing these are shown masked.
+const SECRET_WORDS: [&str; 4] = ["SECRET", "TOKEN", "PASSWORD", "KEY"];
+
+pub(crate) fn masked(key: &str, value: &str) -> String {
+    let upper = key.to_ascii_uppercase();
+    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+        "••••••".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+pub(crate) struct Phase {
+    pub class: String,
+    pub label: String,
+    pub x: String,
+    pub width: String,
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    chrome: Chrome,
+    id: String,
+    name: String,
+    state: String,
+    cancel_requested: bool,
+    attempts: u32,
+    max_attempts: u32,
+    message: String,
+    may_cancel: bool,
+    phases: Vec<Phase>,
+    timeline_label: String,
+    submitted: String,
+    started: String,
+    finished: String,
+    worker: String,
+    exit_code: String,
+    owner: String,
+    trace_id: String,
+    trace_url: String,
+    command: String,
+    working_dir: String,
+    priority: i32,
+    timeout: String,
+    resources: String,
+    labels: String,
+    constraints: String,
+    env: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+    stdout: String,
+    stderr: String,
+}
+
+/// The job's phases from its record: queued (submission to start), running
+/// (start to end, or to now), on a bar 1000 units wide.
+fn phases(job: &pb::Job, now: i64) -> (Vec<Phase>, String) {
+    let state = job_state(job.state);
+    let start = job.submitted_at_ms;
+    let end = if job.finished_at_ms > 0 {
+        job.finished_at_ms
+    } else {
+        now
+    };
+    let total = (end - start).max(1) as f64;
+    let mut out = Vec::new();
+    let mut label = Vec::new();
+    let mut bar = |from: i64, to: i64, class: &str, name: &str| {
+        let x = ((from - start) as f64 / total * 1000.0).clamp(0.0, 1000.0);
+        let w = ((to - from).max(0) as f64 / total * 1000.0).clamp(2.0, 1000.0);
+        let text = format!("{name} {}", span(to - from));
+        label.push(text.clone());
+        out.push(Phase {
+            class: class.to_string(),
+            label: text,
+            x: format!("{x:.1}"),
+            width: format!("{w:.1}"),
+        });
+    };
+    let started = (job.started_at_ms > 0).then_some(job.started_at_ms);
+    match started {
+        Some(s) => {
+            bar(start, s, "queued", "queued");
+            let class = match state.as_str() {
+                "succeeded" => "done",
+                "failed" | "timed_out" | "cancelled" => "ended-bad",
+                _ => "running",
+            };
+            bar(
+                s,
+                end,
+                class,
+                if job.finished_at_ms > 0 {
+                    &state
+                } else {
+                    "running"
+                },
+            );
+        }
+        None => bar(start, end, "queued", "queued"),
+    }
+    (out, label.join(", then "))
+}
+
+pub(crate) async fn page(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let viewer = match current(&console, &headers, &format!("/jobs/{id}")) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let job = match console
+        .services
+        .jobs()
+        .get_job(request(
+            viewer.token.as_deref(),
+            pb::GetJobRequest { job_id: id.clone() },
+        ))
+        .await
+    {
+        Ok(j) => j.into_inner(),
+        Err(s) => return status_page(&s),
+    };
+    let spec = job.spec.clone().unwrap_or_default();
+    let state = job_state(job.state);
+    let terminal = matches!(
+        state.as_str(),
+        "succeeded" | "failed" | "timed_out" | "cancelled"
+    );
+    let (phases, timeline_label) = phases(&job, augur_core::now_ms());
+    let sorted = |m: &std::collections::HashMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let resources = spec
+        .resources
+        .map(|r| {
+            format!(
+                "{} slot(s), {} mCPU, {} bytes",
+                r.slots.max(1),
+                r.cpu_millis,
+                r.memory_bytes
+            )
+        })
+        .unwrap_or_default();
+    let trace_url = match (&console.options.trace_url_template, job.trace_id.is_empty()) {
+        (Some(t), false) => t.replace("{trace_id}", &job.trace_id),
+        _ => String::new(),
+    };
+    let mut command = vec![spec.command.clone()];
+    command.extend(spec.args.iter().cloned());
+    let page = JobPage {
+        chrome: viewer.chrome(&console, format!("Job {id}")),
+        name: spec.name.clone(),
+        cancel_requested: job.cancel_requested,
+        attempts: job.attempts,
+        max_attempts: spec.retry.as_ref().map_or(1, |r| r.max_attempts.max(1)),
+        message: job.message.clone(),
+        may_cancel: viewer.may_operate() && !terminal && !job.cancel_requested,
+        phases,
+        timeline_label,
+        submitted: time(job.submitted_at_ms),
+        started: time(job.started_at_ms),
+        finished: time(job.finished_at_ms),
+        worker: job.worker_id.clone(),
+        exit_code: job.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        owner: job.owner.clone(),
+        trace_id: job.trace_id.clone(),
+        trace_url,
+        command: command.join(" "),
+        working_dir: spec.working_dir.clone(),
+        priority: spec.priority,
+        timeout: spec.timeout.clone(),
+        resources,
+        labels: super::overview::labels(&spec.labels),
+        constraints: super::overview::labels(&spec.constraints),
+        env: sorted(&spec.env)
+            .into_iter()
+            .map(|(k, v)| {
+                let shown = masked(&k, &v);
+                (k, shown)
+            })
+            .collect(),
+        outputs: sorted(&job.outputs).into_iter().collect(),
+        stdout: String::from_utf8_lossy(&job.stdout_tail).into_owned(),
+        stderr: String::from_utf8_lossy(&job.stderr_tail).into_owned(),
+        state,
+        id,
+    };
+    with_cookie(html(StatusCode::OK, page.render()), viewer.set_cookie)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Cancels through the API as the viewer (the API decides who may).
+pub(crate) async fn cancel(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let viewer = match current(&console, &headers, &format!("/jobs/{id}")) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Err(r) = viewer.check_csrf(&form.csrf) {
+        return *r;
+    }
+    match console
+        .services
+        .jobs()
+        .cancel_job(request(
+            viewer.token.as_deref(),
+            pb::CancelJobRequest { job_id: id.clone() },
+        ))
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
+        Err(s) => status_page(&s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_env_values_are_masked() {
+        assert_eq!(masked("API_TOKEN", "abc"), "••••••");
+        assert_eq!(masked("db_password", "abc"), "••••••");
+        assert_eq!(masked("AWS_SECRET_ACCESS_KEY", "abc"), "••••••");
+        assert_eq!(masked("PATH", "/bin"), "/bin");
+    }
+
+    #[test]
+    fn the_timeline_splits_queue_and_run() {
+        let job = pb::Job {
+            state: pb::JobState::Succeeded as i32,
+            submitted_at_ms: 1_000,
+            started_at_ms: 1_250,
+            finished_at_ms: 2_000,
+            ..Default::default()
+        };
+        let (p, label) = phases(&job, 5_000);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].class, "queued");
+        assert_eq!(p[0].width, "250.0");
+        assert_eq!(p[1].class, "done");
+        assert!(label.contains("queued 0.250 s"), "{label}");
+    }
+}
