@@ -1,8 +1,9 @@
 //! Workflows, pure: the file format ([`file`]), its validation into a checked
 //! [`Workflow`] ([`validate`]), `${{ }}` templates and `when` conditions
 //! ([`template`]), task outputs ([`outputs`]) and the state machine of one run
-//! ([`engine`]). No I/O, no clock, no etcd or gRPC: the leader (not yet wired)
-//! feeds the engine inputs and carries out its effects.
+//! ([`engine`]). No I/O, no clock, no etcd or gRPC: the leader
+//! (`augur-coordinator/src/leader/workflows/`) feeds the engine inputs and
+//! carries out its effects.
 
 pub mod engine;
 pub mod file;
