@@ -94,6 +94,24 @@ pub fn job_to_pb(job: &JobRecord) -> pb::Job {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         trace_id: augur_telemetry::context::trace_id(&job.trace_context).unwrap_or_default(),
+        placement: job.placement.as_ref().map(|p| pb::Placement {
+            policy: p.policy.clone(),
+            worker: p.worker.clone(),
+            at_ms: p.at_ms,
+            predicted_seconds: p.predicted_s,
+            source: p.source.clone().unwrap_or_default(),
+            model_version: p.model_version.unwrap_or(0),
+            score_meaning: p.score_meaning.clone(),
+            candidates: p
+                .candidates
+                .iter()
+                .map(|c| pb::PlacementCandidate {
+                    worker: c.worker.clone(),
+                    score: c.score,
+                })
+                .collect(),
+            fallback: p.fallback.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -145,6 +145,43 @@ pub struct JobRecord {
     /// What the last finished attempt wrote into `$AUGUR_OUTPUTS`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// Why the current attempt went where it did (set by the leader when it
+    /// assigns the attempt; shown by the console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementNote>,
+}
+
+/// A placement decision as recorded with the job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlacementNote {
+    pub policy: String,
+    pub worker: String,
+    /// When the decision was made, unix ms.
+    pub at_ms: i64,
+    /// Predicted runtime on the chosen worker, seconds.
+    #[serde(default)]
+    pub predicted_s: Option<f64>,
+    /// Where the prediction came from (`model`, or a fallback's reason).
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<u64>,
+    /// What `candidates[].score` means under the policy (lower is better).
+    #[serde(default)]
+    pub score_meaning: String,
+    /// The best candidates, best first.
+    #[serde(default)]
+    pub candidates: Vec<CandidateNote>,
+    /// Set when the policy could not be applied as such (cold start).
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+/// One candidate worker of a placement decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateNote {
+    pub worker: String,
+    pub score: f64,
 }
 
 impl JobRecord {
@@ -174,6 +211,7 @@ impl JobRecord {
             trace_context: BTreeMap::new(),
             owner: None,
             outputs: BTreeMap::new(),
+            placement: None,
         }
     }
 }

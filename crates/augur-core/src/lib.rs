@@ -16,7 +16,7 @@ pub mod transition;
 pub mod worker;
 
 pub use ids::{JobId, WorkerId};
-pub use job::{JobRecord, JobState, Usage};
+pub use job::{CandidateNote, JobRecord, JobState, PlacementNote, Usage};
 pub use retry::RetryPolicy;
 pub use run::RunRecord;
 pub use spec::{JobSpec, JobSpecInput, Resources, ValidationError};

@@ -37,9 +37,55 @@ pub(crate) struct Phase {
     pub width: String,
 }
 
+/// The placement decision as the page shows it.
+pub(crate) struct PlacementView {
+    pub policy: String,
+    pub worker: String,
+    pub at: String,
+    pub fallback: String,
+    pub predicted: String,
+    pub source: String,
+    pub model_version: u64,
+    pub actual: String,
+    pub ratio: String,
+    pub score_meaning: String,
+    pub candidates: Vec<(String, String)>,
+}
+
+fn placement_view(job: &pb::Job) -> Option<PlacementView> {
+    let p = job.placement.as_ref()?;
+    let actual_ms = (job.started_at_ms > 0 && job.finished_at_ms > 0)
+        .then(|| job.finished_at_ms - job.started_at_ms);
+    let ratio = match (p.predicted_seconds, actual_ms) {
+        (Some(pred), Some(ms)) if ms > 0 => format!("{:.2}", pred / (ms as f64 / 1000.0)),
+        _ => String::new(),
+    };
+    Some(PlacementView {
+        policy: p.policy.clone(),
+        worker: p.worker.clone(),
+        at: time(p.at_ms),
+        fallback: p.fallback.clone(),
+        predicted: p
+            .predicted_seconds
+            .map(|s| span((s * 1000.0).round() as i64))
+            .unwrap_or_else(|| "none".into()),
+        source: p.source.clone(),
+        model_version: p.model_version,
+        actual: actual_ms.map(span).unwrap_or_else(|| "not finished".into()),
+        ratio,
+        score_meaning: p.score_meaning.clone(),
+        candidates: p
+            .candidates
+            .iter()
+            .map(|c| (c.worker.clone(), format!("{:.3}", c.score)))
+            .collect(),
+    })
+}
+
 #[derive(Template)]
 #[template(path = "job.html")]
 struct JobPage {
+    placement: Option<PlacementView>,
     chrome: Chrome,
     id: String,
     name: String,
@@ -173,6 +219,7 @@ pub(crate) async fn page(
     let mut command = vec![spec.command.clone()];
     command.extend(spec.args.iter().cloned());
     let page = JobPage {
+        placement: placement_view(&job),
         chrome: viewer.chrome(&console, format!("Job {id}")),
         name: spec.name.clone(),
         cancel_requested: job.cancel_requested,
@@ -257,6 +304,31 @@ mod tests {
         assert_eq!(masked("db_password", "abc"), "••••••");
         assert_eq!(masked("AWS_SECRET_ACCESS_KEY", "abc"), "••••••");
         assert_eq!(masked("PATH", "/bin"), "/bin");
+    }
+
+    #[test]
+    fn the_placement_shows_prediction_against_actual() {
+        let job = pb::Job {
+            started_at_ms: 1_000,
+            finished_at_ms: 3_000,
+            placement: Some(pb::Placement {
+                policy: "predictive".into(),
+                worker: "w2".into(),
+                predicted_seconds: Some(1.0),
+                source: "model".into(),
+                candidates: vec![pb::PlacementCandidate {
+                    worker: "w2".into(),
+                    score: 1.25,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = placement_view(&job).expect("placed");
+        assert_eq!(v.ratio, "0.50");
+        assert_eq!(v.actual, "2.000 s");
+        assert_eq!(v.candidates, vec![("w2".to_string(), "1.250".to_string())]);
+        assert!(placement_view(&pb::Job::default()).is_none());
     }
 
     #[test]

@@ -31,6 +31,41 @@ pub(crate) fn worker_spec(info: &WorkerInfo) -> WorkerSpec {
     }
 }
 
+/// A decision as the job record keeps it.
+fn placement_note(
+    decision: &augur_placement::Decision<augur_core::JobId, augur_core::WorkerId>,
+    at_ms: i64,
+) -> augur_core::PlacementNote {
+    use augur_placement::Policy;
+    let score_meaning = match (decision.policy, &decision.fallback) {
+        (Policy::Predictive, None) | (Policy::Oracle, _) => "predicted finish, seconds from now",
+        (Policy::LeastLoaded, _) | (Policy::Predictive, Some(_)) => "load (slots in use / slots)",
+        (Policy::RoundRobin, _) => "turn after the last chosen worker",
+        (Policy::FifoFastestIdle, _) => "minus the worker's speed",
+    };
+    augur_core::PlacementNote {
+        policy: decision.policy.name().to_string(),
+        worker: decision.worker.to_string(),
+        at_ms,
+        predicted_s: decision.predicted_s,
+        source: decision.prediction_source.as_ref().map(|s| match s {
+            augur_predict::Source::Model => "model".to_string(),
+            augur_predict::Source::Fallback(reason) => format!("fallback: {reason}"),
+        }),
+        model_version: decision.model_version,
+        score_meaning: score_meaning.to_string(),
+        candidates: decision
+            .candidates
+            .iter()
+            .map(|c| augur_core::CandidateNote {
+                worker: c.worker.to_string(),
+                score: c.score,
+            })
+            .collect(),
+        fallback: decision.fallback.clone(),
+    }
+}
+
 impl<R> LeaderState<R> {
     /// Places what the scheduler says fits now, in its order; jobs that fit
     /// nowhere stay queued.
@@ -61,10 +96,12 @@ impl<R> LeaderState<R> {
                 epoch: self.epoch,
                 now_ms: now.wall_ms,
             };
-            let Ok(next) = apply(job, &event) else {
+            let Ok(mut next) = apply(job, &event) else {
                 self.scheduler.job_removed(&id);
                 continue;
             };
+            // Not a state change: the record keeps why it went there.
+            next.placement = Some(placement_note(&decision, now.wall_ms));
             if let Some(entry) = self.workers.get_mut(&worker) {
                 entry.attempts.insert(id, now.mono_ms);
             }
