@@ -99,12 +99,18 @@ pub(crate) fn run_pb(stored: &StoredRun) -> Result<pb::WorkflowRun, Status> {
     let mut out = header_pb(&stored.header);
     out.counts = counts(&state).into_iter().collect();
     for (task, run) in workflow.tasks.iter().zip(&state.tasks) {
+        let depends_on: Vec<String> = task
+            .upstream
+            .iter()
+            .filter_map(|&u| workflow.tasks.get(u).map(|t| t.name.clone()))
+            .collect();
         if !run.decided {
             out.tasks.push(pb::WorkflowTask {
                 name: task.name.clone(),
                 state: "pending".into(),
                 finally: task.finally,
                 generation: run.generation,
+                depends_on,
                 ..Default::default()
             });
             continue;
@@ -126,6 +132,7 @@ pub(crate) fn run_pb(stored: &StoredRun) -> Result<pb::WorkflowRun, Status> {
                 message: i.message.clone().unwrap_or_default(),
                 generation: i.generation,
                 finally: task.finally,
+                depends_on: depends_on.clone(),
             });
         }
     }
