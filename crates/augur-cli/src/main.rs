@@ -14,6 +14,10 @@ mod health;
 mod limits;
 mod logging;
 mod placement;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod reference_tests;
 mod render;
 mod schedule;
 mod security;
