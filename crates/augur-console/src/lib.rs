@@ -55,6 +55,20 @@ pub fn router(services: Services, options: Arc<ConsoleOptions>) -> Router {
         .route("/jobs/rows", get(pages::jobs::rows))
         .route("/jobs/{id}", get(pages::job::page))
         .route("/jobs/{id}/cancel", post(pages::job::cancel))
+        .route("/workflows", get(pages::workflows::page))
+        .route("/workflows/{id}", get(pages::workflow::page))
+        .route(
+            "/workflows/{id}/graph",
+            get(pages::workflow::graph_fragment),
+        )
+        .route("/workflows/{id}/cancel", post(pages::workflow::cancel))
+        .route("/workflows/{id}/retry", post(pages::workflow::retry))
+        .route("/workers", get(pages::workers::page))
+        .route("/workers/{id}", get(pages::workers::worker))
+        .route("/workers/{id}/drain", post(pages::workers::drain))
+        .route("/schedules", get(pages::schedules::page))
+        .route("/schedules/pause", post(pages::schedules::pause))
+        .route("/model", get(pages::model::page))
         .route("/static/{file}", get(assets::serve))
         .fallback(fallback)
         .layer(axum::middleware::map_response(security_headers))

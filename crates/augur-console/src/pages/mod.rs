@@ -4,7 +4,12 @@
 
 pub(crate) mod job;
 pub(crate) mod jobs;
+pub(crate) mod model;
 pub(crate) mod overview;
+pub(crate) mod schedules;
+pub(crate) mod workers;
+pub(crate) mod workflow;
+pub(crate) mod workflows;
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
