@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The console's browser tests drive Debian's chromium through chromedriver:
+# installed here only if missing; never fails (those tests skip, saying why,
+# only where no browser can be installed).
+scripts/chromium.sh
 
 started=$(date +%s)
 phase() { echo; echo "== $1 ($(( $(date +%s) - started ))s)"; }

@@ -1,6 +1,7 @@
-//! A tiny HTTP/1.1 GET over `std::net::TcpStream`, enough to scrape `/metrics`
-//! and to query Prometheus's HTTP API without pulling an HTTP client into the
-//! test crate. One request per connection (`Connection: close`); chunked bodies
+//! A tiny HTTP/1.1 client over `std::net::TcpStream` (GET, and POST of a
+//! form), enough to scrape `/metrics`, to query Prometheus's HTTP API and to
+//! check the console's headers without pulling an HTTP client into the test
+//! crate. One request per connection (`Connection: close`); chunked bodies
 //! are decoded.
 
 use std::io::{Read, Write};
@@ -19,6 +20,16 @@ pub struct Response {
 }
 
 impl Response {
+    /// Every value of header `name` (case-insensitive), e.g. each `Set-Cookie`.
+    pub fn headers_named<'a>(&'a self, name: &str) -> Vec<&'a str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
@@ -32,6 +43,28 @@ impl Response {
 /// `GET http://{addr}{path_and_query}` with the given extra headers. Errors are
 /// strings, for [`crate::poll_until`] to show as the last observation.
 pub fn get(addr: &str, path_and_query: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+    request(addr, "GET", path_and_query, headers, None)
+}
+
+/// `POST http://{addr}{path}` of a form (`application/x-www-form-urlencoded`
+/// body, already encoded) with the given extra headers.
+pub fn post_form(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response, String> {
+    request(addr, "POST", path, headers, Some(body))
+}
+
+/// One request, with a form body if given.
+fn request(
+    addr: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    form: Option<&str>,
+) -> Result<Response, String> {
     let socket = addr
         .parse()
         .map_err(|e| format!("bad address {addr:?}: {e}"))?;
@@ -42,11 +75,18 @@ pub fn get(addr: &str, path_and_query: &str, headers: &[(&str, &str)]) -> Result
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
         .map_err(|e| format!("set timeouts on {addr}: {e}"))?;
     let mut request =
-        format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        format!("{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str("\r\n");
+    if let Some(body) = form {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("send to {addr}: {e}"))?;
@@ -54,7 +94,7 @@ pub fn get(addr: &str, path_and_query: &str, headers: &[(&str, &str)]) -> Result
     stream
         .read_to_end(&mut raw)
         .map_err(|e| format!("read from {addr}: {e}"))?;
-    parse_response(&raw).map_err(|e| format!("GET {addr}{path_and_query}: {e}"))
+    parse_response(&raw).map_err(|e| format!("{method} {addr}{path_and_query}: {e}"))
 }
 
 fn parse_response(raw: &[u8]) -> Result<Response, String> {

@@ -12,6 +12,7 @@
 //! last lines of every process log are printed to stderr.
 
 pub mod audit;
+pub mod browser;
 pub mod chaos;
 pub mod cluster;
 pub mod etcd;

@@ -24,6 +24,8 @@ mod chaos_worker;
 mod cli_edges;
 #[path = "e2e/connections.rs"]
 mod connections;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
 #[path = "e2e/dev_secure.rs"]
