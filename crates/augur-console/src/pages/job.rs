@@ -18,6 +18,20 @@ use super::{html, job_state, span, status_page, time, Chrome};
 use crate::session::{current, with_cookie};
 use crate::Console;
 
+/// A word as a shell would need it written (single quotes when it holds
+/// anything but plain characters).
+pub(crate) fn quoted(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// Env values of keys containing these are shown masked.
 const SECRET_WORDS: [&str; 4] = ["SECRET", "TOKEN", "PASSWORD", "KEY"];
 
@@ -86,6 +100,8 @@ fn placement_view(job: &pb::Job) -> Option<PlacementView> {
 #[template(path = "job.html")]
 struct JobPage {
     placement: Option<PlacementView>,
+    /// The workflow run this job is a task of, if any.
+    run: String,
     chrome: Chrome,
     id: String,
     name: String,
@@ -216,13 +232,20 @@ pub(crate) async fn page(
         (Some(t), false) => t.replace("{trace_id}", &job.trace_id),
         _ => String::new(),
     };
-    let mut command = vec![spec.command.clone()];
-    command.extend(spec.args.iter().cloned());
+    let mut command = vec![quoted(&spec.command)];
+    command.extend(spec.args.iter().map(|a| quoted(a)));
+    let dash = |s: String| if s.is_empty() { "—".to_string() } else { s };
+    let run = spec
+        .labels
+        .get("augur.workflow")
+        .cloned()
+        .unwrap_or_default();
     let page = JobPage {
         placement: placement_view(&job),
         chrome: viewer.chrome(&console, format!("Job {id}")),
         name: spec.name.clone(),
-        cancel_requested: job.cancel_requested,
+        cancel_requested: job.cancel_requested && !terminal,
+        run,
         attempts: job.attempts,
         max_attempts: spec.retry.as_ref().map_or(1, |r| r.max_attempts.max(1)),
         message: job.message.clone(),
@@ -234,16 +257,16 @@ pub(crate) async fn page(
         finished: time(job.finished_at_ms),
         worker: job.worker_id.clone(),
         exit_code: job.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-        owner: job.owner.clone(),
+        owner: dash(job.owner.clone()),
         trace_id: job.trace_id.clone(),
         trace_url,
         command: command.join(" "),
-        working_dir: spec.working_dir.clone(),
+        working_dir: dash(spec.working_dir.clone()),
         priority: spec.priority,
-        timeout: spec.timeout.clone(),
+        timeout: dash(spec.timeout.clone()),
         resources,
-        labels: super::overview::labels(&spec.labels),
-        constraints: super::overview::labels(&spec.constraints),
+        labels: dash(super::overview::labels(&spec.labels)),
+        constraints: dash(super::overview::labels(&spec.constraints)),
         env: sorted(&spec.env)
             .into_iter()
             .map(|(k, v)| {
@@ -297,6 +320,14 @@ pub(crate) async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_shown_as_a_shell_would_read_them() {
+        assert_eq!(quoted("sleep"), "sleep");
+        assert_eq!(quoted("sleep 4; echo done"), "'sleep 4; echo done'");
+        assert_eq!(quoted("it's"), "'it'\\''s'");
+        assert_eq!(quoted(""), "''");
+    }
 
     #[test]
     fn secret_looking_env_values_are_masked() {
