@@ -55,6 +55,7 @@ pub fn router(services: Services, options: Arc<ConsoleOptions>) -> Router {
         .route("/jobs/rows", get(pages::jobs::rows))
         .route("/jobs/{id}", get(pages::job::page))
         .route("/jobs/{id}/cancel", post(pages::job::cancel))
+        .route("/jobs/{id}/retry", post(pages::job::retry))
         .route("/workflows", get(pages::workflows::page))
         .route("/workflows/{id}", get(pages::workflow::page))
         .route(

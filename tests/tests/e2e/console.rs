@@ -378,6 +378,14 @@ fn console_failed_job_shows_its_stderr_tail_and_attempts() {
     );
     assert_eq!(fact(&browser, "Exit code").as_deref(), Some("4"));
     assert_eq!(browser.count("#cancel"), 0);
+    // An ended job can run again: a new job with the same spec.
+    browser.click("#retry");
+    let again = browser.path();
+    let new_id = again.trim_start_matches("/jobs/").to_string();
+    assert!(again.starts_with("/jobs/") && new_id != id, "{again}");
+    let copy = cluster.wait_terminal(&new_id, DEADLINE);
+    assert_eq!(json_str(&copy, "name"), "boomer", "{copy}");
+    assert_eq!(json_str(&copy, "state"), "failed", "{copy}");
 }
 
 const WORKFLOW: &str = r#"

@@ -111,6 +111,8 @@ struct JobPage {
     max_attempts: u32,
     message: String,
     may_cancel: bool,
+    /// Ended, not a workflow task nor a schedule's tick: it can run again.
+    may_retry: bool,
     phases: Vec<Phase>,
     timeline_label: String,
     submitted: String,
@@ -240,6 +242,8 @@ pub(crate) async fn page(
         .get("augur.workflow")
         .cloned()
         .unwrap_or_default();
+    let scheduled = spec.labels.contains_key("augur.schedule");
+    let may_retry = viewer.may_operate() && terminal && run.is_empty() && !scheduled;
     let page = JobPage {
         placement: placement_view(&job),
         chrome: viewer.chrome(&console, format!("Job {id}")),
@@ -250,6 +254,7 @@ pub(crate) async fn page(
         max_attempts: spec.retry.as_ref().map_or(1, |r| r.max_attempts.max(1)),
         message: job.message.clone(),
         may_cancel: viewer.may_operate() && !terminal && !job.cancel_requested,
+        may_retry,
         phases,
         timeline_label,
         submitted: time(job.submitted_at_ms),
@@ -313,6 +318,41 @@ pub(crate) async fn cancel(
         .await
     {
         Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
+        Err(s) => status_page(&s),
+    }
+}
+
+/// Runs an ended job again: a new job with the same spec (no idempotency
+/// key), submitted through the API as the viewer; shows the new job.
+pub(crate) async fn retry(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let viewer = match current(&console, &headers, &format!("/jobs/{id}")) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Err(r) = viewer.check_csrf(&form.csrf) {
+        return *r;
+    }
+    let token = viewer.token.as_deref();
+    let jobs = console.services.jobs();
+    let job = match jobs
+        .get_job(request(token, pb::GetJobRequest { job_id: id.clone() }))
+        .await
+    {
+        Ok(j) => j.into_inner(),
+        Err(s) => return status_page(&s),
+    };
+    let mut spec = job.spec.unwrap_or_default();
+    spec.idempotency_key.clear();
+    match jobs
+        .submit_job(request(token, pb::SubmitJobRequest { spec: Some(spec) }))
+        .await
+    {
+        Ok(r) => Redirect::to(&format!("/jobs/{}", r.into_inner().job_id)).into_response(),
         Err(s) => status_page(&s),
     }
 }
