@@ -42,6 +42,8 @@ mod leader_defects;
 mod learning;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/listing.rs"]
+mod listing;
 #[path = "e2e/load.rs"]
 mod load;
 #[path = "e2e/metrics.rs"]

@@ -18,6 +18,11 @@ impl JobId {
     pub fn generate() -> Self {
         JobId(Ulid::new())
     }
+
+    /// When the id was made (a ULID's time), unix milliseconds.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.0.timestamp_ms()
+    }
 }
 
 impl fmt::Display for JobId {
