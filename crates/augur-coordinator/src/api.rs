@@ -285,6 +285,8 @@ impl JobService for Api {
             owner: request.owner.clone(),
             worker_id: request.worker_id.clone(),
             newest_first: request.newest_first,
+            submitted_after_ms: request.submitted_after_ms,
+            submitted_before_ms: request.submitted_before_ms,
         };
         let page = self
             .shared

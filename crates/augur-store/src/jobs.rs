@@ -44,7 +44,14 @@ pub struct JobFilter {
     pub worker_id: String,
     /// Newest first (the cursor then continues backwards).
     pub newest_first: bool,
+    /// Submitted at or after / before these unix ms; 0: no bound.
+    pub submitted_after_ms: i64,
+    pub submitted_before_ms: i64,
 }
+
+/// Job ids are made within this of their record's submission time; key
+/// bounds drawn from times are widened by it (the filter is exact).
+const ID_CLOCK_SLACK_MS: i64 = 1_000;
 
 impl JobFilter {
     fn keeps(&self, job: &JobRecord) -> bool {
@@ -52,6 +59,8 @@ impl JobFilter {
             && (self.owner.is_empty() || job.owner.as_deref() == Some(self.owner.as_str()))
             && (self.worker_id.is_empty()
                 || job.worker_id.as_ref().map(|w| w.as_str()) == Some(self.worker_id.as_str()))
+            && (self.submitted_after_ms <= 0 || job.submitted_at_ms >= self.submitted_after_ms)
+            && (self.submitted_before_ms <= 0 || job.submitted_at_ms < self.submitted_before_ms)
     }
 }
 
@@ -201,7 +210,7 @@ impl JobStore {
             (states.is_empty() || states.contains(&job.state)) && filter.keeps(job)
         };
         if filter.newest_first {
-            return self.list_newest(keep, page_size, after).await;
+            return self.list_newest(keep, filter, page_size, after).await;
         }
         let prefix = self.keys.jobs_prefix();
         let end = prefix_end(&prefix);
@@ -211,8 +220,16 @@ impl JobStore {
                 k.push(0);
                 k
             }
-            None => prefix.into_bytes(),
+            None if filter.submitted_after_ms > 0 => {
+                let t = (filter.submitted_after_ms - ID_CLOCK_SLACK_MS).max(0) as u64;
+                format!("{prefix}{}", ulid_time_prefix(t)).into_bytes()
+            }
+            None => prefix.clone().into_bytes(),
         };
+        let before_key = (filter.submitted_before_ms > 0).then(|| {
+            let t = (filter.submitted_before_ms + ID_CLOCK_SLACK_MS) as u64;
+            format!("{prefix}{}", ulid_time_prefix(t)).into_bytes()
+        });
         let mut page = JobPage::default();
         let chunk = (page_size * 2).clamp(64, 1000) as i64;
         let mut scanned = 0usize;
@@ -237,7 +254,11 @@ impl JobStore {
             let Some(last) = kvs.last() else {
                 return Ok(page);
             };
-            if !resp.more() {
+            if !resp.more()
+                || before_key
+                    .as_ref()
+                    .is_some_and(|b| last.key() >= b.as_slice())
+            {
                 return Ok(page);
             }
             start = last.key().to_vec();
@@ -259,20 +280,27 @@ impl JobStore {
     async fn list_newest(
         &self,
         keep: impl Fn(&JobRecord) -> bool,
+        filter: &JobFilter,
         page_size: usize,
         after: Option<&JobId>,
     ) -> Result<JobPage> {
         let prefix = self.keys.jobs_prefix();
-        let mut upper: Vec<u8> = match after {
-            Some(id) => self.keys.job(id).into_bytes(),
-            None => prefix_end(&prefix),
+        let before = (filter.submitted_before_ms > 0)
+            .then_some(filter.submitted_before_ms + ID_CLOCK_SLACK_MS);
+        let mut upper: Vec<u8> = match (after, before) {
+            (Some(id), _) => self.keys.job(id).into_bytes(),
+            (None, Some(t)) => format!("{prefix}{}", ulid_time_prefix(t as u64)).into_bytes(),
+            (None, None) => prefix_end(&prefix),
         };
         // The newest time a window may start at: ids from the future (a
         // skewed clock) are in the first window, which ends at the prefix end.
-        let mut upper_ms = match after {
-            Some(id) => id.timestamp_ms() as i64,
-            None => augur_core::now_ms() + 60_000,
+        let mut upper_ms = match (after, before) {
+            (Some(id), _) => id.timestamp_ms() as i64,
+            (None, Some(t)) => t,
+            (None, None) => augur_core::now_ms() + 60_000,
         };
+        // Windows older than this hold nothing the filter keeps.
+        let floor_ms = (filter.submitted_after_ms - ID_CLOCK_SLACK_MS).max(0);
         let mut window_ms: i64 = 60_000;
         let limit = 1000i64;
         let mut page = JobPage::default();
@@ -301,7 +329,7 @@ impl JobStore {
                 window_ms = (window_ms / 2).min(span / 2).max(1);
                 continue;
             }
-            if probed.kvs().is_empty() && lower_ms > 0 {
+            if probed.kvs().is_empty() && lower_ms > floor_ms {
                 upper = lower;
                 upper_ms = lower_ms;
                 window_ms = window_ms.saturating_mul(4).min(365 * 24 * 3_600_000);
@@ -348,7 +376,7 @@ impl JobStore {
                 // The rest of this window, older than what was read.
                 continue;
             }
-            if lower_ms == 0 {
+            if lower_ms <= floor_ms {
                 return Ok(page);
             }
             upper_ms = lower_ms;

@@ -11,7 +11,13 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
         workers: 1,
         ..ClusterConfig::default()
     });
+    let mut mark = 0;
     for i in 0..30 {
+        if i == 20 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            mark = augur_core::now_ms();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let name = if i % 3 == 0 { "tri" } else { "other" };
         cluster.submit(&["--name", name, "--", "true"]);
     }
@@ -19,10 +25,11 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut client = JobServiceClient::connect(url).await.expect("connect");
-        let list = |client: &mut JobServiceClient<tonic::transport::Channel>,
-                    newest_first: bool,
-                    name: &str,
-                    size: u32| {
+        let list_since = |client: &mut JobServiceClient<tonic::transport::Channel>,
+                          newest_first: bool,
+                          name: &str,
+                          size: u32,
+                          after_ms: i64| {
             let mut client = client.clone();
             let name = name.to_string();
             async move {
@@ -35,6 +42,7 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
                             page_token: token.clone(),
                             newest_first,
                             name_contains: name.clone(),
+                            submitted_after_ms: after_ms,
                             ..Default::default()
                         })
                         .await
@@ -48,18 +56,18 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
                 }
             }
         };
-        let ascending = list(&mut client, false, "", 1000).await;
+        let ascending = list_since(&mut client, false, "", 1000, 0).await;
         assert_eq!(ascending.len(), 30);
         let mut reversed = ascending.clone();
         reversed.reverse();
         for size in [1, 7, 30, 100] {
             assert_eq!(
-                list(&mut client, true, "", size).await,
+                list_since(&mut client, true, "", size, 0).await,
                 reversed,
                 "page size {size}"
             );
         }
-        let tri = list(&mut client, true, "tri", 4).await;
+        let tri = list_since(&mut client, true, "tri", 4, 0).await;
         assert_eq!(tri.len(), 10);
         let expected: Vec<String> = reversed
             .iter()
@@ -68,5 +76,10 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
             .map(|(_, id)| id.clone())
             .collect();
         assert_eq!(tri, expected, "filtered, newest first");
+        // Submitted since a time: the last ten, either way.
+        let recent = list_since(&mut client, true, "", 3, mark).await;
+        assert_eq!(recent, reversed[..10].to_vec(), "newest first since");
+        let recent = list_since(&mut client, false, "", 4, mark).await;
+        assert_eq!(recent, ascending[20..].to_vec(), "ascending since");
     });
 }

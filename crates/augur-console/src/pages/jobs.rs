@@ -15,6 +15,13 @@ use crate::session::{current, with_cookie};
 use crate::Console;
 
 const PAGE: u32 = 50;
+/// The `since` choices and their length in ms.
+pub(crate) const SINCE: [(&str, i64); 4] = [
+    ("5m", 300_000),
+    ("1h", 3_600_000),
+    ("24h", 86_400_000),
+    ("7d", 7 * 86_400_000),
+];
 const STATES: [&str; 7] = [
     "pending",
     "assigned",
@@ -35,6 +42,9 @@ pub(crate) struct Filter {
     pub owner: String,
     #[serde(default)]
     pub worker: String,
+    /// Submitted within this long before now: `5m`, `1h`, `24h`, `7d`.
+    #[serde(default)]
+    pub since: String,
     /// The cursor: continue after this job.
     #[serde(default)]
     pub after: String,
@@ -48,6 +58,7 @@ impl Filter {
             ("name", &self.name),
             ("owner", &self.owner),
             ("worker", &self.worker),
+            ("since", &self.since),
         ] {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", encode(v)));
@@ -87,6 +98,7 @@ pub(crate) struct Row {
 struct JobsPage {
     chrome: Chrome,
     states: Vec<String>,
+    sinces: Vec<String>,
     filter: Filter,
     jobs: Vec<Row>,
     next: String,
@@ -118,6 +130,16 @@ async fn fetch(
             )))
         }
     };
+    let submitted_after_ms = match SINCE.iter().find(|(k, _)| *k == filter.since) {
+        Some((_, ms)) => augur_core::now_ms() - ms,
+        None if filter.since.is_empty() => 0,
+        None => {
+            return Err(tonic::Status::invalid_argument(format!(
+                "since: {:?} is not one of 5m, 1h, 24h, 7d",
+                filter.since
+            )))
+        }
+    };
     let answer = console
         .services
         .jobs()
@@ -131,6 +153,8 @@ async fn fetch(
                 name_contains: filter.name.clone(),
                 owner: filter.owner.clone(),
                 worker_id: filter.worker.clone(),
+                submitted_after_ms,
+                submitted_before_ms: 0,
             },
         ))
         .await?
@@ -168,6 +192,7 @@ pub(crate) async fn page(
     let page = JobsPage {
         chrome: viewer.chrome(&console, "Jobs"),
         states: STATES.iter().map(|s| s.to_string()).collect(),
+        sinces: SINCE.iter().map(|(k, _)| k.to_string()).collect(),
         next: if next.is_empty() {
             String::new()
         } else {
