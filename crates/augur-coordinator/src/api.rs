@@ -468,7 +468,13 @@ impl JobService for Api {
         let Some(snapshot) = self.snapshot().await? else {
             return self.follower_cluster_status(request, leader).await;
         };
-        Ok(self.status_response(leader, snapshot.workers, snapshot.pending, snapshot.running))
+        Ok(self.status_response(
+            leader,
+            snapshot.workers,
+            snapshot.pending,
+            snapshot.running,
+            snapshot.queued_by_class,
+        ))
     }
 
     async fn submit_workflow(

@@ -81,5 +81,27 @@ fn newest_first_pages_are_the_ascending_list_reversed() {
         assert_eq!(recent, reversed[..10].to_vec(), "newest first since");
         let recent = list_since(&mut client, false, "", 4, mark).await;
         assert_eq!(recent, ascending[20..].to_vec(), "ascending since");
+        // The leader counts what waits by priority class: a high-priority
+        // job no worker can run waits in the queue.
+        client
+            .submit_job(pb::SubmitJobRequest {
+                spec: Some(pb::JobSpec {
+                    command: "true".into(),
+                    priority: 500,
+                    resources: Some(pb::Resources {
+                        slots: 1000,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("submitted");
+        let status = client
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(status.queued_by_class.get("high"), Some(&1), "{status:?}");
     });
 }

@@ -38,6 +38,8 @@ struct Overview {
     answered_by: String,
     pending: u64,
     running: u64,
+    /// Queued jobs by priority class, high first (the leader's view).
+    queued: Vec<(String, u64)>,
     workers: Vec<WorkerRow>,
     finished_5m: usize,
     failed_5m: usize,
@@ -124,6 +126,10 @@ pub(crate) async fn page(State(console): State<Console>, headers: HeaderMap) -> 
         answered_by: status.answered_by,
         pending: status.pending_jobs,
         running: status.running_jobs,
+        queued: ["high", "normal", "low"]
+            .iter()
+            .filter_map(|c| status.queued_by_class.get(*c).map(|n| (c.to_string(), *n)))
+            .collect(),
         workers: status
             .workers
             .iter()

@@ -212,7 +212,7 @@ impl Api {
             .call(self.shared.leader_stores.jobs.count_pending())
             .await?;
         // What runs is known to the leader only.
-        Ok(self.status_response(leader, workers, pending_jobs, 0))
+        Ok(self.status_response(leader, workers, pending_jobs, 0, Vec::new()))
     }
 
     /// A `ClusterStatus` answer from this node, naming the leader it believes in.
@@ -222,6 +222,7 @@ impl Api {
         workers: Vec<pb::Worker>,
         pending_jobs: u64,
         running_jobs: u64,
+        queued_by_class: Vec<(String, u64)>,
     ) -> Response<pb::ClusterStatusResponse> {
         let (leader_id, address, epoch) = leader
             .map(|l| (l.node_id, l.address, l.epoch))
@@ -234,6 +235,7 @@ impl Api {
             answered_by: self.shared.node_id.clone(),
             pending_jobs,
             running_jobs,
+            queued_by_class: queued_by_class.into_iter().collect(),
         })
     }
 }

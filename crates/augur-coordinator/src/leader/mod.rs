@@ -106,6 +106,8 @@ pub struct StatusSnapshot {
     pub workers: Vec<pb::Worker>,
     pub pending: u64,
     pub running: u64,
+    /// Queued jobs by priority class name.
+    pub queued_by_class: Vec<(String, u64)>,
 }
 
 /// Settings the leader needs.

@@ -381,10 +381,19 @@ impl<S: LeaderStore> Shell<S> {
 
     fn snapshot(&self) -> StatusSnapshot {
         let snapshot = self.core.snapshot();
+        let mut queued = [0u64; 3];
+        for priority in &self.core.gauges().queued {
+            queued[observe::class_index(*priority)] += 1;
+        }
         StatusSnapshot {
             workers: snapshot.workers.iter().map(worker_pb).collect(),
             pending: snapshot.pending,
             running: snapshot.running,
+            queued_by_class: ["high", "normal", "low"]
+                .iter()
+                .zip(queued)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
         }
     }
 }
