@@ -6,8 +6,8 @@
 
 use augur_core::{JobId, JobRecord, JobState};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchStream,
+    Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    WatchStream,
 };
 
 use crate::codec::{decode, encode, FinishedEntry, PendingEntry};
@@ -513,11 +513,7 @@ impl JobStore {
     pub async fn watch_pending(&self, after_revision: i64) -> Result<PendingWatch> {
         let prefix = self.keys.pending_prefix();
         let stream = crate::watch_prefix(&self.client, &prefix, after_revision).await?;
-        Ok(PendingWatch {
-            stream,
-            keys: self.keys.clone(),
-            prefix,
-        })
+        Ok(PendingWatch { stream, prefix })
     }
 
     /// Compacts etcd's history to `keep` revisions before the current one, so
@@ -626,7 +622,6 @@ pub(crate) fn pending_entry(job: &JobRecord) -> PendingEntry {
 /// A watch on the pending index.
 pub struct PendingWatch {
     stream: WatchStream,
-    keys: Keys,
     prefix: String,
 }
 
@@ -634,19 +629,7 @@ impl PendingWatch {
     /// Ids of jobs put into the pending index since the last call. Errors when
     /// the watch ends (the caller reloads and watches again).
     pub async fn next(&mut self) -> Result<Vec<JobId>> {
-        loop {
-            let resp = crate::next_watch_response(&mut self.stream, &self.prefix).await?;
-            let ids: Vec<JobId> = resp
-                .events()
-                .iter()
-                .filter(|e| e.event_type() == EventType::Put)
-                .filter_map(|e| e.kv())
-                .filter_map(|kv| self.keys.job_id_of(&String::from_utf8_lossy(kv.key())))
-                .collect();
-            if !ids.is_empty() {
-                return Ok(ids);
-            }
-        }
+        crate::next_puts(&mut self.stream, &self.prefix, |id| id.parse().ok()).await
     }
 }
 

@@ -286,3 +286,29 @@ pub(crate) async fn next_watch_response(
     }
     Ok(resp)
 }
+
+/// What follows `prefix` in the keys put since the last call, those `parse`
+/// accepts; waits past responses that hold none. Errors as
+/// [`next_watch_response`].
+pub(crate) async fn next_puts<T>(
+    stream: &mut etcd_client::WatchStream,
+    prefix: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>> {
+    loop {
+        let resp = next_watch_response(stream, prefix).await?;
+        let found: Vec<T> = resp
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == etcd_client::EventType::Put)
+            .filter_map(|e| e.kv())
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                key.strip_prefix(prefix).and_then(&parse)
+            })
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+}

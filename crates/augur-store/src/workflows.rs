@@ -11,7 +11,7 @@ use augur_core::{JobId, JobRecord};
 use augur_workflow::engine::{Instance, TaskRun};
 use augur_workflow::{InstanceState, Outputs, RunState, RunStatus, WorkflowFile};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse, WatchStream,
 };
 use serde::{Deserialize, Serialize};
@@ -704,23 +704,10 @@ impl ActiveWatch {
     /// Ids of runs added to the active index since the last call. Errors
     /// when the watch ends (the caller reloads).
     pub async fn next(&mut self) -> Result<Vec<String>> {
-        loop {
-            let resp = crate::next_watch_response(&mut self.stream, &self.prefix).await?;
-            let ids: Vec<String> = resp
-                .events()
-                .iter()
-                .filter(|e| e.event_type() == EventType::Put)
-                .filter_map(|e| e.kv())
-                .filter_map(|kv| {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    key.strip_prefix(&self.prefix).map(str::to_string)
-                })
-                .filter(|id| check_run_id(id).is_ok())
-                .collect();
-            if !ids.is_empty() {
-                return Ok(ids);
-            }
-        }
+        crate::next_puts(&mut self.stream, &self.prefix, |id| {
+            check_run_id(id).is_ok().then(|| id.to_string())
+        })
+        .await
     }
 }
 

@@ -507,35 +507,23 @@ impl Driver {
         let dirty = std::mem::take(&mut self.dirty);
         let mut writes = Vec::new();
         let mut applied = Vec::new();
-        let mut handoff: Vec<(usize, JobRecord)> = Vec::new();
         for id in &dirty {
             let Some(live) = self.runs.get_mut(id) else {
                 continue;
             };
-            let jobs: Vec<JobRecord> = live.new_jobs.values().cloned().collect();
             let (w, a) = persist::diff(&live.state, &live.persisted, &mut live.new_jobs);
-            // Each job is handed on after the chunk holding its write.
-            let base = writes.len();
-            for (offset, write) in w.iter().enumerate() {
-                if let augur_store::WorkflowWrite::Instance { job: Some(job), .. } = write {
-                    if let Some(j) = jobs.iter().find(|j| j.id == job.id) {
-                        handoff.push((base + offset, j.clone()));
-                    }
-                }
-            }
             writes.extend(w);
             applied.push((id.clone(), a));
         }
         let mut failed: Option<StoreError> = None;
-        let mut handed = 0;
-        for (c, chunk) in writes.chunks(WRITES_PER_CHUNK).enumerate() {
+        for chunk in writes.chunks(WRITES_PER_CHUNK) {
             match self.store.commit(&self.fence, chunk).await {
                 Ok(_) => {
-                    let end = (c + 1) * WRITES_PER_CHUNK;
-                    while handed < handoff.len() && handoff[handed].0 < end {
-                        let job = handoff[handed].1.clone();
-                        let _ = self.brain.send(LeaderInput::Submitted(Box::new(job)));
-                        handed += 1;
+                    // The jobs this chunk created are durable: hand them on.
+                    for write in chunk {
+                        if let augur_store::WorkflowWrite::Instance { job: Some(job), .. } = write {
+                            let _ = self.brain.send(LeaderInput::Submitted(job.clone()));
+                        }
                     }
                 }
                 Err(StoreError::Fenced { .. }) => return Err(Stop::Fenced),
