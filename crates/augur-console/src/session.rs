@@ -239,17 +239,22 @@ pub(crate) fn current(
     }
 }
 
-/// Percent-encodes a path for a query parameter.
+/// Who is acting on `path` through a form: as [`current`], and the form
+/// must carry the session's CSRF token.
+pub(crate) fn acting(
+    console: &Console,
+    headers: &HeaderMap,
+    path: &str,
+    csrf: &str,
+) -> Result<Viewer, Box<Response>> {
+    let viewer = current(console, headers, path)?;
+    viewer.check_csrf(csrf)?;
+    Ok(viewer)
+}
+
+/// Percent-encodes a path for a query parameter (its slashes kept).
 fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    crate::pages::percent_encode(text, b"/")
 }
 
 #[derive(Template)]

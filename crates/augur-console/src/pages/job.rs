@@ -15,7 +15,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::{html, job_state, span, status_page, time, Chrome};
-use crate::session::{current, with_cookie};
+use crate::session::{acting, current, with_cookie};
 use crate::Console;
 
 /// A word as a shell would need it written (single quotes when it holds
@@ -301,13 +301,10 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, &format!("/jobs/{id}")) {
+    let viewer = match acting(&console, &headers, &format!("/jobs/{id}"), &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     match console
         .services
         .jobs()
@@ -330,13 +327,10 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, &format!("/jobs/{id}")) {
+    let viewer = match acting(&console, &headers, &format!("/jobs/{id}"), &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     let token = viewer.token.as_deref();
     let jobs = console.services.jobs();
     let job = match jobs

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{html, job_state, status_page, time, Chrome};
+use super::{encode, html, job_state, status_page, time, Chrome};
 use crate::session::{current, with_cookie};
 use crate::Console;
 
@@ -69,18 +69,6 @@ impl Filter {
         }
         parts.join("&")
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 pub(crate) struct Row {

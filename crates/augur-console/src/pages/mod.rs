@@ -78,6 +78,25 @@ pub(crate) fn status_page(status: &tonic::Status) -> Response {
     error_page(code, &format!("{:?}: {}", status.code(), status.message()))
 }
 
+/// Percent-encodes `text` for a URL, keeping unreserved characters and
+/// those in `keep`.
+pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes a path segment or query value.
+pub(crate) fn encode(text: &str) -> String {
+    percent_encode(text, b"")
+}
+
 /// Unix milliseconds as UTC text; empty for 0.
 pub(crate) fn time(ms: i64) -> String {
     if ms <= 0 {

@@ -12,7 +12,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::{html, status_page, time, Chrome};
-use crate::session::{current, with_cookie};
+use crate::session::{acting, current, with_cookie};
 use crate::Console;
 
 pub(crate) struct ScheduleRow {
@@ -108,13 +108,10 @@ pub(crate) async fn pause(
     headers: HeaderMap,
     Form(form): Form<PauseForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, "/schedules") {
+    let viewer = match acting(&console, &headers, "/schedules", &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     let answer = console
         .services
         .jobs()

@@ -13,9 +13,8 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::overview::{labels, worker_state};
-use super::workflow::encode;
-use super::{error_page, html, job_state, status_page, time, Chrome};
-use crate::session::{current, with_cookie};
+use super::{encode, error_page, html, job_state, status_page, time, Chrome};
+use crate::session::{acting, current, with_cookie};
 use crate::Console;
 
 /// Jobs a worker's page lists.
@@ -209,13 +208,10 @@ pub(crate) async fn drain(
     Path(id): Path<String>,
     Form(form): Form<DrainForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, &format!("/workers/{id}")) {
+    let viewer = match acting(&console, &headers, &format!("/workers/{id}"), &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     let answer = console
         .services
         .jobs()

@@ -17,11 +17,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::{html, span, status_page, time, Chrome};
+use super::{encode, html, span, status_page, time, Chrome};
 
 #[path = "workflow_dag.rs"]
 mod dag;
-use crate::session::{current, with_cookie};
+use crate::session::{acting, current, with_cookie};
 use crate::Console;
 use dag::cut;
 pub(crate) use dag::{dag, groups, Dag, Group};
@@ -40,19 +40,6 @@ const SEVERITY: [&str; 8] = [
 ];
 /// Most instances an expanded task lists.
 const MAX_EXPANDED: usize = 1000;
-
-/// Percent-encodes text for a query parameter.
-pub(crate) fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 fn rank(state: &str) -> usize {
     // A state this console does not know sits with the unfinished ones.
@@ -354,13 +341,10 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, &format!("/workflows/{id}")) {
+    let viewer = match acting(&console, &headers, &format!("/workflows/{id}"), &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     let answer = console
         .services
         .jobs()
@@ -384,13 +368,10 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let viewer = match current(&console, &headers, &format!("/workflows/{id}")) {
+    let viewer = match acting(&console, &headers, &format!("/workflows/{id}"), &form.csrf) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = viewer.check_csrf(&form.csrf) {
-        return *r;
-    }
     let answer = console
         .services
         .jobs()

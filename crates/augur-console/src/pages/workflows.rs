@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::workflow::{counts_text, encode};
+use super::encode;
+use super::workflow::counts_text;
 use super::{html, span, status_page, time, Chrome};
 use crate::session::{current, with_cookie};
 use crate::Console;
