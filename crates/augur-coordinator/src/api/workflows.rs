@@ -356,17 +356,40 @@ impl Api {
         ))
     }
 
+    /// The checks a call on one run makes first: counted, admitted as
+    /// `OperateOwn`, a valid run id, and the caller owns the run (or is an
+    /// admin). Returns the caller's name.
+    async fn admit_on_run<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        action: &'static str,
+    ) -> Result<String, Status> {
+        self.shared.metrics.api(action);
+        let admitted = self.shared.auth.admit(request, Action::OperateOwn)?;
+        run_id(id)?;
+        self.check_run_owner(&admitted.caller, id, action).await?;
+        Ok(admitted.caller.name.clone())
+    }
+
+    /// Hands `input` (made with its reply) to the leader's workflow task and
+    /// waits for the answer, given once its effect is durable.
+    async fn on_leader(
+        leader: crate::leader::LeaderHandle,
+        input: impl FnOnce(crate::leader::workflows::Reply) -> WorkflowInput,
+    ) -> Result<(), Status> {
+        let (reply, rx) = oneshot::channel();
+        leader.send_workflow(input(reply))?;
+        rx.await
+            .map_err(|_| Status::unavailable("leadership ended during the call; retry"))?
+    }
+
     pub(super) async fn cancel_workflow_call(
         &self,
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowRun>, Status> {
-        self.shared.metrics.api("workflow_cancel");
-        let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
-        let who = admitted.caller.name.clone();
         let id = request.get_ref().run_id.clone();
-        run_id(&id)?;
-        self.check_run_owner(&admitted.caller, &id, "workflow_cancel")
-            .await?;
+        let who = self.admit_on_run(&request, &id, "workflow_cancel").await?;
         let Some(leader) = self.shared.leader() else {
             let target = self.leader_to_forward_to().await?;
             let (metadata, _, inner) = request.into_parts();
@@ -377,15 +400,8 @@ impl Api {
                 })
                 .await;
         };
-        let (reply, rx) = oneshot::channel();
-        leader.send_workflow(WorkflowInput::Cancel {
-            run: id.clone(),
-            reply,
-        })?;
-        let answer = rx
-            .await
-            .map_err(|_| Status::unavailable("leadership ended during the call; retry"))?;
-        match answer {
+        let run = id.clone();
+        match Self::on_leader(leader, |reply| WorkflowInput::Cancel { run, reply }).await {
             // Cancelling a cancelled run again is not an error.
             Ok(()) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
@@ -399,13 +415,8 @@ impl Api {
         &self,
         request: Request<pb::RetryWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowRun>, Status> {
-        self.shared.metrics.api("workflow_retry");
-        let admitted = self.shared.auth.admit(&request, Action::OperateOwn)?;
-        let who = admitted.caller.name.clone();
         let id = request.get_ref().run_id.clone();
-        run_id(&id)?;
-        self.check_run_owner(&admitted.caller, &id, "workflow_retry")
-            .await?;
+        let who = self.admit_on_run(&request, &id, "workflow_retry").await?;
         let Some(leader) = self.shared.leader() else {
             let target = self.leader_to_forward_to().await?;
             let (metadata, _, inner) = request.into_parts();
@@ -417,14 +428,13 @@ impl Api {
                 .await;
         };
         let from = Some(request.get_ref().from.clone()).filter(|f| !f.is_empty());
-        let (reply, rx) = oneshot::channel();
-        leader.send_workflow(WorkflowInput::Retry {
-            run: id.clone(),
-            from: from.clone(),
+        let (run, retry_from) = (id.clone(), from.clone());
+        Self::on_leader(leader, |reply| WorkflowInput::Retry {
+            run,
+            from: retry_from,
             reply,
-        })?;
-        rx.await
-            .map_err(|_| Status::unavailable("leadership ended during the call; retry"))??;
+        })
+        .await?;
         info!(audit = true, caller = %who, action = "workflow_retry", run_id = %id,
               from = from.as_deref().unwrap_or(""), result = "ok", "api call");
         self.read_run(&id).await.map(Response::new)
